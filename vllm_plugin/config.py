@@ -14,6 +14,9 @@ from typing import Any
 from transformers import PretrainedConfig
 
 
+SERVING_CONTEXT = 20480
+
+
 class ConfigError(ValueError):
     """A config.json value the model cannot work with."""
 
@@ -73,7 +76,14 @@ class ARCHunyuanVideoTextConfig(PretrainedConfig):
         self.head_dim = self.attention_head_dim
         self.hidden_act = hidden_act
         self.rms_norm_eps = rms_norm_eps
-        self.max_position_embeddings = max_position_embeddings
+        # The checkpoint's value (1024 in the reference classes) is numerically
+        # irrelevant: RoPE has no table limit and one 150-frame video alone takes
+        # 17,100 tokens. vLLM derives its context limit from this field, so admit the
+        # authors' serving length (max_model_len 20480).
+        self.checkpoint_max_position_embeddings = kwargs.pop(
+            "checkpoint_max_position_embeddings", max_position_embeddings
+        )
+        self.max_position_embeddings = max(max_position_embeddings, SERVING_CONTEXT)
         self.image_token_id = image_token_id
         self.im_start_id = im_start_id
         self.im_end_id = im_end_id
