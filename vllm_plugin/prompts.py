@@ -38,3 +38,34 @@ def user_text(question: str | None, task: str = "qa") -> str:
         if question is None:
             raise ValueError(f"task {task!r} needs a question")
     return f"\n{question}\n{instruction(task)}"
+
+
+def chat_template() -> str:
+    """A Jinja chat template for the checkpoint, which ships none (§6.3).
+
+    One user turn holding the video and the question; the task instruction is chosen
+    with `chat_template_kwargs={"task": ...}` (default qa; "none" sends the question
+    alone). A system prompt or a second turn is refused, since the model was trained on
+    neither.
+    """
+    branches = "".join(
+        f"{'if' if i == 0 else 'elif'} task == '{name}' %}}{{%- set instruction = "
+        f"{text!r} -%}}{{%- "
+        for i, (name, text) in enumerate(INSTRUCTIONS.items())
+    )
+    return (
+        "{%- set task = (task | default('qa')) | lower -%}"
+        "{%- if messages | length != 1 or messages[0]['role'] != 'user' -%}"
+        "{{- raise_exception('ARC-Hunyuan-Video answers a single user message: no system "
+        "prompt, no earlier turns') -}}"
+        "{%- endif -%}"
+        "{%- set content = messages[0]['content'] -%}"
+        "{%- if content is not string -%}"
+        "{%- set content = content | selectattr('type', 'equalto', 'text') "
+        "| map(attribute='text') | join('\\n') -%}"
+        "{%- endif -%}"
+        "{%- " + branches + "elif task == 'none' %}{%- set instruction = '' -%}"
+        "{%- else -%}{{- raise_exception('unknown task: ' + task) -}}{%- endif -%}"
+        "<|startoftext|>{{ content }}"
+        "{%- if instruction %}{{ '\\n' + instruction }}{% endif %}<sep>"
+    )
