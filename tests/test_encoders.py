@@ -18,7 +18,6 @@ def tiny_a_model(golden_dir: Path):
     if not ckpt.is_dir():
         pytest.skip("tiny-a not found")
     from safetensors.torch import load_file
-
     from vllm.config import set_current_vllm_config
     from vllm.distributed import (
         ensure_model_parallel_initialized,
@@ -30,13 +29,18 @@ def tiny_a_model(golden_dir: Path):
 
     vllm_plugin.register()
     config = EngineArgs(
-        model=str(ckpt), dtype="float32", max_model_len=4096,
+        model=str(ckpt),
+        dtype="float32",
+        max_model_len=4096,
         limit_mm_per_prompt={"video": 1},
     ).create_engine_config()
     with set_current_vllm_config(config):
         init_distributed_environment(
-            world_size=1, rank=0, local_rank=0,
-            distributed_init_method="tcp://127.0.0.1:29517", backend="gloo",
+            world_size=1,
+            rank=0,
+            local_rank=0,
+            distributed_init_method="tcp://127.0.0.1:29517",
+            backend="gloo",
         )
         ensure_model_parallel_initialized(1, 1)
         from vllm_plugin.model import ARCHunyuanVideoForConditionalGeneration

@@ -18,7 +18,6 @@ def register() -> None:
     _registered = True
 
     from transformers import AutoConfig
-
     from vllm import ModelRegistry
 
     from .config import ARCHunyuanVideoConfig

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint directory (default: the tiny checkpoint)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16 or float32")
-    parser.add_argument("--font", help="TTF font for the timestamp overlay (default Liberation Sans)")
+    parser.add_argument(
+        "--font", help="TTF font for the timestamp overlay (default Liberation Sans)"
+    )
     args = parser.parse_args(argv)
 
     from . import preprocess, register
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         SamplingParams(temperature=0.0, max_tokens=args.max_tokens),
         use_tqdm=False,
     )[0]
-    log(f"prompt tokens: {len(output.prompt_token_ids)}, generated: {len(output.outputs[0].token_ids)}")
+    log(
+        f"prompt tokens: {len(output.prompt_token_ids)}, generated: {len(output.outputs[0].token_ids)}"
+    )
     print(output.outputs[0].text)
     return 0
 

@@ -9,10 +9,9 @@ model impossible to build are refused here, with the offending field named.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
-
 
 SERVING_CONTEXT = 20480
 
@@ -113,7 +112,7 @@ class ARCHunyuanVideoTextConfig(PretrainedConfig):
     def mrope_section(self) -> list[int]:
         """`xdrope_section` fractions of head_dim/2 as integers: [16]*4 for the 7B."""
         half = self.attention_head_dim // 2
-        return [int(round(f * half)) for f in self.xdrope_section]
+        return [round(f * half) for f in self.xdrope_section]
 
     @property
     def effective_rope_base(self) -> float:
@@ -237,7 +236,7 @@ class ARCHunyuanVideoAudioConfig(PretrainedConfig):
 
 class ARCHunyuanVideoConfig(PretrainedConfig):
     model_type = "arc_hunyuan_video"
-    sub_configs = {
+    sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {
         "text_config": ARCHunyuanVideoTextConfig,
         "vision_config": ARCHunyuanVideoVisionConfig,
         "audio_config": ARCHunyuanVideoAudioConfig,
@@ -278,8 +277,7 @@ class ARCHunyuanVideoConfig(PretrainedConfig):
         _require(
             v.max_vit_seq_len == v.grid_side**2,
             "vision_config.max_vit_seq_len",
-            f"({v.max_vit_seq_len}) must equal (force_image_size/patch_size)^2 "
-            f"= {v.grid_side**2}",
+            f"({v.max_vit_seq_len}) must equal (force_image_size/patch_size)^2 = {v.grid_side**2}",
         )
         grid = v.max_image_size // v.patch_size
         _require(

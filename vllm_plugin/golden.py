@@ -155,7 +155,6 @@ def build_engine(checkpoint: Path, dtype: str, tp: int, max_model_len: int) -> A
 def run(args: argparse.Namespace) -> list[CaseResult]:
     from vllm import SamplingParams
 
-    from .model import xd_positions
     from .processor import ARCProcessingInfo, prepared_video_item
 
     fixtures = Path(args.fixtures)
@@ -166,9 +165,7 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         names = [n for n in names if n in args.case]
     cases = [Case(n, fixtures, inputs) for n in names]
     longest = max(len(c.reference(layout)["input_ids"]) for c in cases for layout in "AB")
-    llm = build_engine(
-        fixtures / "checkpoint", args.dtype, args.tensor_parallel_size, longest + 64
-    )
+    llm = build_engine(fixtures / "checkpoint", args.dtype, args.tensor_parallel_size, longest + 64)
     tokenizer = llm.get_tokenizer()
     config = llm.llm_engine.model_config.hf_config
     text = config.text_config
@@ -184,16 +181,33 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
             mm = {"video": item}
             kwargs = {"arc_layout": layout}
             requests.append(
-                ({"prompt_token_ids": ids, "multi_modal_data": mm, "mm_processor_kwargs": kwargs},
-                 SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=TOP_K,
-                                ignore_eos=True, detokenize=False))
+                (
+                    {
+                        "prompt_token_ids": ids,
+                        "multi_modal_data": mm,
+                        "mm_processor_kwargs": kwargs,
+                    },
+                    SamplingParams(
+                        temperature=0.0,
+                        max_tokens=GREEDY_STEPS,
+                        logprobs=TOP_K,
+                        ignore_eos=True,
+                        detokenize=False,
+                    ),
+                )
             )
             # Teacher forcing: the reference greedy tokens appended to the prompt.
             requests.append(
-                ({"prompt_token_ids": ids + ref["greedy_ids"], "multi_modal_data": mm,
-                  "mm_processor_kwargs": kwargs},
-                 SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=TOP_K,
-                                detokenize=False))
+                (
+                    {
+                        "prompt_token_ids": ids + ref["greedy_ids"],
+                        "multi_modal_data": mm,
+                        "mm_processor_kwargs": kwargs,
+                    },
+                    SamplingParams(
+                        temperature=0.0, max_tokens=1, prompt_logprobs=TOP_K, detokenize=False
+                    ),
+                )
             )
             keys.append((case.name, layout))
             refs.append(ref)
@@ -290,7 +304,7 @@ def print_table(results: list[CaseResult], dtype: str, tp: int) -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        mark = lambda ok: "ok" if ok else "NO"  # noqa: E731
+        mark = lambda ok: "ok" if ok else "NO"
         print(
             f"{r.case:<16}{r.path:<6}{mark(r.input_ids_equal):<5}{mark(r.position_ids_equal):<5}"
             f"{mark(r.greedy_equal):<8}{r.first_step_max_abs:>10.2e}"
@@ -308,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         "check input ids, 4-axis positions, greedy tokens and log-probabilities against "
         "the authors' reference outputs. Exits non-zero if any case fails.",
     )
-    parser.add_argument("--fixtures", required=True, help="fixture folder: checkpoint/, cases/, index.json")
+    parser.add_argument(
+        "--fixtures", required=True, help="fixture folder: checkpoint/, cases/, index.json"
+    )
     parser.add_argument("--inputs", help="prepared inputs folder (default: FIXTURES/../inputs)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.logger import init_logger
@@ -82,9 +81,7 @@ def deinterleave_qkv(
     )
 
 
-def interpolate_position_table(
-    table: torch.Tensor, grid: int, side: int
-) -> torch.Tensor:
+def interpolate_position_table(table: torch.Tensor, grid: int, side: int) -> torch.Tensor:
     """The ViT position table resized once, exactly as the reference does (§2.1).
 
     Bilinear with `scale_factor=(side + 0.1) / grid` (not `size=`): the sampling
@@ -94,9 +91,7 @@ def interpolate_position_table(
     patch_rows = table[1:]  # row 0 is the unused CLS slot
     image = patch_rows.reshape(1, grid, grid, dim).permute(0, 3, 1, 2).float()
     scale = (side + 0.1) / grid
-    out = F.interpolate(
-        image, scale_factor=(scale, scale), mode="bilinear", align_corners=False
-    )
+    out = F.interpolate(image, scale_factor=(scale, scale), mode="bilinear", align_corners=False)
     assert out.shape[-2:] == (side, side), out.shape
     return out.permute(0, 2, 3, 1).reshape(side * side, dim).to(table.dtype)
 
@@ -223,8 +218,7 @@ class ARCVisionTransformer(nn.Module):
         super().__init__()
         self.embeddings = ARCVisionEmbeddings(config)
         self.layers = nn.ModuleList(
-            ARCVisionLayer(config, f"{prefix}.layers.{i}")
-            for i in range(config.num_hidden_layers)
+            ARCVisionLayer(config, f"{prefix}.layers.{i}") for i in range(config.num_hidden_layers)
         )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -285,8 +279,7 @@ class ARCVisionModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         outputs = [
-            self.perceive(self.vit(chunk))
-            for chunk in pixel_values.split(VIT_FRAMES_PER_CHUNK)
+            self.perceive(self.vit(chunk)) for chunk in pixel_values.split(VIT_FRAMES_PER_CHUNK)
         ]
         return torch.cat(outputs)
 
@@ -302,9 +295,7 @@ def audio_tokens_per_frame(duration: int, num_frames: int) -> int:
     return math.ceil(duration / num_frames * 50)
 
 
-def fuse_audio(
-    frames: torch.Tensor, audio: torch.Tensor, duration: int
-) -> torch.Tensor:
+def fuse_audio(frames: torch.Tensor, audio: torch.Tensor, duration: int) -> torch.Tensor:
     """Add each frame's audio tokens onto its first vectors.
 
     frames: [N, 112, H]; audio: [1500 * W, H] (50 tokens per second).
@@ -467,9 +458,7 @@ class HunyuanModel(nn.Module):
     def __init__(self, config: ARCHunyuanVideoTextConfig, vllm_config: VllmConfig, prefix: str):
         super().__init__()
         # RoPE table must cover the longest prompt (positions never exceed L - 1).
-        max_position = max(
-            config.max_position_embeddings, vllm_config.model_config.max_model_len
-        )
+        max_position = max(config.max_position_embeddings, vllm_config.model_config.max_model_len)
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             HunyuanDecoderLayer(config, max_position, vllm_config, f"{prefix}.layers.{i}")
@@ -583,8 +572,7 @@ class ARCHunyuanVideoForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         pixel_list = _split(pixel_values, num_frames)
         feature_list = _split(input_features, num_windows)
         return [
-            self._video_embeddings(p, f, d)
-            for p, f, d in zip(pixel_list, feature_list, durations)
+            self._video_embeddings(p, f, d) for p, f, d in zip(pixel_list, feature_list, durations)
         ]
 
     # --- positions (§5.5) -----------------------------------------------
@@ -668,7 +656,7 @@ class ARCWeightLoader:
         loaded: set[str] = set()
         saw_head = False
         for name, tensor in weights:
-            if name.endswith(".position_ids") or name.endswith("rotary_emb.inv_freq"):
+            if name.endswith((".position_ids", "rotary_emb.inv_freq")):
                 continue  # buffers, not weights
             if name == "language_model.lm_head.weight":
                 saw_head = True
@@ -756,7 +744,8 @@ class ARCWeightLoader:
             same = bool(torch.equal(embed.data.cpu().to(head.dtype), head))
             logger.info(
                 "tie_word_embeddings is true: ignoring language_model.lm_head.weight "
-                "(%s the embedding)", "equal to" if same else "different from"
+                "(%s the embedding)",
+                "equal to" if same else "different from",
             )
 
 

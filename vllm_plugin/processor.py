@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import BatchFeature
-
 from vllm.config.multimodal import MultiModalDummyOptions
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
 from vllm.multimodal.parse import (
@@ -181,8 +180,7 @@ class ARCMultiModalProcessor(BaseMultiModalProcessor[ARCProcessingInfo]):
             array = np.asarray(array)
             if array.ndim != 4 or array.shape[-1] != 3:
                 raise ValueError(
-                    "a video must be frames [N, H, W, 3]; got shape "
-                    f"{tuple(array.shape)}"
+                    f"a video must be frames [N, H, W, 3]; got shape {tuple(array.shape)}"
                 )
             pixels = preprocess.pixel_values(array)
             features = metadata.get("arc_audio_features")
