@@ -39,6 +39,7 @@ from vllm.model_executor.models.interfaces import (
     SupportsMRoPE,
     SupportsMultiModal,
 )
+from vllm.model_executor.models.utils import StageMissingLayer
 from vllm.model_executor.models.whisper import WhisperEncoder
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
@@ -655,7 +656,13 @@ class ARCWeightLoader:
         tied = text.tie_word_embeddings
         loaded: set[str] = set()
         saw_head = False
+        # Towers of a modality limited to 0 items are not built (StageMissingLayer).
+        skipped = tuple(
+            f"{n}." for n, c in self.model.named_children() if isinstance(c, StageMissingLayer)
+        )
         for name, tensor in weights:
+            if skipped and name.startswith(skipped):
+                continue
             if name.endswith((".position_ids", "rotary_emb.inv_freq")):
                 continue  # buffers, not weights
             if name == "language_model.lm_head.weight":
@@ -680,7 +687,8 @@ class ARCWeightLoader:
             loaded.add("language_model.lm_head.weight")
         self._zero_missing_k_bias(loaded)
         self._check_complete(loaded)
-        self.model.vision_model.vit.embeddings.finalize()
+        if "vision_model." not in skipped:
+            self.model.vision_model.vit.embeddings.finalize()
         return loaded
 
     def _param(self, target: str, source: str) -> nn.Parameter:
