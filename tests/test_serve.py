@@ -1,0 +1,199 @@
+"""`arc-serve` (vllm serve + plugin) on a tiny checkpoint, called with the openai client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm_plugin.serve",
+            str(ckpt),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--gpu-memory-utilization",
+            "0.2",
+            "--dtype",
+            "float32",
+            "--served-model-name",
+            "arc-tiny",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited: see {log.name}")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    else:
+        proc.kill()
+        pytest.fail("vllm serve did not become healthy in 240 s")
+    yield base, ckpt
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def data_url(path: Path, mime: str = "video/mp4") -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def video_message(url: str, text: str) -> list[dict]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video_url", "video_url": {"url": url}},
+                {"type": "text", "text": text},
+            ],
+        }
+    ]
+
+
+def client(base: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=300)
+
+
+def test_completion_counts_video_tokens(server, media_dir: Path) -> None:
+    base, ckpt = server
+    from transformers import AutoTokenizer
+
+    video = media_dir / "w33698kgs05.mp4"
+    question = "What is happening?"
+    reply = client(base).chat.completions.create(
+        model="arc-tiny",
+        messages=video_message(data_url(video), question),
+        max_tokens=8,
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"task": "qa"}},
+    )
+    assert reply.choices[0].message.content is not None
+    assert reply.usage.completion_tokens == 8 or reply.choices[0].finish_reason == "stop"
+    # 8 frames x 114 tokens + <|startoftext|> + text + <sep>.
+    from vllm_plugin.prompts import user_text
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    text_tokens = len(tok.encode(user_text(question, "qa"), add_special_tokens=False))
+    assert reply.usage.prompt_tokens == 8 * 114 + 2 + text_tokens
+
+
+def test_streaming(server, media_dir: Path) -> None:
+    base, _ = server
+    stream = client(base).chat.completions.create(
+        model="arc-tiny",
+        messages=video_message(data_url(media_dir / "syn_short.mp4"), "Hi"),
+        max_tokens=4,
+        temperature=0,
+        stream=True,
+    )
+    chunks = [c for c in stream]
+    assert chunks and chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def bad_videos(media: Path, tmp: Path) -> dict[str, bytes]:
+    audio_only = tmp / "audio_only.m4a"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-c:a",
+            "aac",
+            str(audio_only),
+        ],
+        check=True,
+    )
+    frame = media.parent / "golden" / "preprocess" / "syn_short" / "frame_000.png"
+    return {
+        "corrupt bytes": b"\x00garbage" * 100,
+        "truncated mp4": (media / "w33698kgs05.mp4").read_bytes()[:3000],
+        "no video stream": audio_only.read_bytes(),
+        "image as video": frame.read_bytes(),
+    }
+
+
+def test_bad_videos_are_400_and_server_keeps_serving(server, media_dir, tmp_path) -> None:
+    base, _ = server
+    import openai
+
+    for label, payload in bad_videos(media_dir, tmp_path).items():
+        url = "data:video/mp4;base64," + base64.b64encode(payload).decode()
+        with pytest.raises(openai.BadRequestError) as err:
+            client(base).chat.completions.create(
+                model="arc-tiny", messages=video_message(url, "Hi"), max_tokens=2
+            )
+        message = str(err.value).lower()
+        assert "video" in message or "stream" in message, (label, message)
+    ok = client(base).chat.completions.create(
+        model="arc-tiny",
+        messages=video_message(data_url(media_dir / "syn_short.mp4"), "Hi"),
+        max_tokens=2,
+    )
+    assert ok.choices
+
+
+def test_second_video_and_system_prompt_are_400(server, media_dir: Path) -> None:
+    base, _ = server
+    import openai
+
+    url = data_url(media_dir / "syn_short.mp4")
+    two = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video_url", "video_url": {"url": url}},
+                {"type": "video_url", "video_url": {"url": url}},
+                {"type": "text", "text": "Hi"},
+            ],
+        }
+    ]
+    with pytest.raises(openai.BadRequestError):
+        client(base).chat.completions.create(model="arc-tiny", messages=two, max_tokens=2)
+    system = [{"role": "system", "content": "Be brief."}] + video_message(url, "Hi")
+    with pytest.raises(openai.BadRequestError) as err:
+        client(base).chat.completions.create(model="arc-tiny", messages=system, max_tokens=2)
+    assert "single user message" in str(err.value)
