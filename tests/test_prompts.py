@@ -1,0 +1,55 @@
+"""The chat template renders the authors' prompts exactly (ARC_MODEL.md §6.3)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from vllm_plugin.prompts import INSTRUCTIONS, chat_template, user_text
+
+
+def render(content: str, **kwargs: object) -> str:
+    env = jinja2.Environment()
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(chat_template()).render(
+        messages=[{"role": "user", "content": content}], **kwargs
+    )
+
+
+def test_instructions_are_the_spec_strings(shared_dir: Path) -> None:
+    spec = (shared_dir / "ARC_MODEL.md").read_text()
+    found = {
+        name: re.search(rf"^- `?{name}`?[^:]*: `([^`]+)`", spec, re.M).group(1)
+        for name in ("MCQ", "Grounding", "any other task")
+    }
+    assert found["MCQ"] == INSTRUCTIONS["mcq"]
+    assert found["Grounding"] == INSTRUCTIONS["grounding"]
+    for task in ("qa", "summary", "chapters"):
+        assert INSTRUCTIONS[task] == found["any other task"]
+
+
+def test_summary_prompt_equals_golden(golden_dir: Path) -> None:
+    meta = json.loads((golden_dir / "model/inputs/w33698kgs05/inputs.json").read_text())
+    golden = meta["prompt_path_b_before_expansion"].replace("<image>" * 8, "<vid>")
+    # vLLM puts the video placeholder before the text, joined by a newline.
+    assert render("<vid>\nDescribe the video content.", task="summary") == golden
+    assert "<vid>" + user_text(None, "summary") + "<sep>" == golden.removeprefix("<|startoftext|>")
+
+
+def test_plain_question_and_refusals() -> None:
+    assert render("<vid>\nHi", task="none") == "<|startoftext|><vid>\nHi<sep>"
+    with pytest.raises(ValueError, match="unknown task"):
+        render("<vid>\nHi", task="poem")
+    env_messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]
+    env = jinja2.Environment()
+    env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(ValueError(m))
+    with pytest.raises(ValueError, match="single user message"):
+        env.from_string(chat_template()).render(messages=env_messages)
