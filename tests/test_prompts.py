@@ -27,7 +27,7 @@ def render(content: str, **kwargs: object) -> str:
 def test_instructions_are_the_spec_strings(shared_dir: Path) -> None:
     spec = (shared_dir / "ARC_MODEL.md").read_text()
     found = {
-        name: re.search(rf"^- `?{name}`?[^:]*: `([^`]+)`", spec, re.M).group(1)
+        name: re.search(rf"^- `?{name}`?[^:]*: `([^`]+)`", spec, re.MULTILINE).group(1)
         for name in ("MCQ", "Grounding", "any other task")
     }
     assert found["MCQ"] == INSTRUCTIONS["mcq"]
