@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def server(tmp_path_factory: pytest.TempPathFactory, media_dir: Path):
     from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
 
     ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
@@ -46,6 +46,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             "float32",
             "--served-model-name",
             "arc-tiny",
+            "--allowed-local-media-path",
+            str(media_dir.resolve()),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -197,3 +199,30 @@ def test_second_video_and_system_prompt_are_400(server, media_dir: Path) -> None
     with pytest.raises(openai.BadRequestError) as err:
         client(base).chat.completions.create(model="arc-tiny", messages=system, max_tokens=2)
     assert "single user message" in str(err.value)
+
+
+def test_file_and_http_urls(server, media_dir: Path) -> None:
+    """A local file (inside --allowed-local-media-path) and an http URL on loopback."""
+    import functools
+    import http.server
+    import threading
+
+    base, _ = server
+    file_url = (media_dir / "syn_short.mp4").resolve().as_uri()
+    reply = client(base).chat.completions.create(
+        model="arc-tiny", messages=video_message(file_url, "Hi"), max_tokens=2
+    )
+    assert reply.usage.prompt_tokens > 114
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/syn_noaudio_8s.mp4"
+        reply = client(base).chat.completions.create(
+            model="arc-tiny", messages=video_message(url, "Hi"), max_tokens=2
+        )
+        assert reply.usage.prompt_tokens > 8 * 114
+    finally:
+        httpd.shutdown()
