@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
 
     fixtures = Path(args.fixtures)
     inputs = Path(args.inputs) if args.inputs else fixtures.parent / "inputs"
-    index = json.loads((fixtures / "index.json").read_text())
+    if not (fixtures / "index.json").is_file():
+        raise SystemExit(f"arc-golden: {fixtures} is not a fixture folder (no index.json)")
     names = sorted(d.name for d in (fixtures / "cases").iterdir() if d.is_dir())
     if args.case:
         names = [n for n in names if n in args.case]
@@ -221,7 +222,6 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         results.append(
             judge(name, layout, ref, free, forced, args.dtype, text, config, prep_problems[name])
         )
-    del index
     return results
 
 
