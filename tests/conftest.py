@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,21 @@ def media_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def golden_dir(shared_dir: Path) -> Path:
     return shared_dir / "golden"
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[tuple[str, Path]]:
+    """One `arc-serve` (vLLM + plugin, float32) on a generated tiny checkpoint for the whole
+    session: (base URL, checkpoint). Local media may be sent as file:// URLs."""
+    from servers import free_port, start_engine, stop
+
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "engine.log"
+    proc = start_engine(
+        checkpoint, port, log, ["--allowed-local-media-path", str(media_dir.resolve())]
+    )
+    yield f"http://127.0.0.1:{port}", checkpoint
+    stop(proc)

@@ -3,73 +3,17 @@
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.engine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, media_dir: Path):
-    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
-
-    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
-    port = free_port()
-    log = (tmp_path_factory.mktemp("logs") / "serve.log").open("w")
-    env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm_plugin.serve",
-            str(ckpt),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--gpu-memory-utilization",
-            "0.2",
-            "--dtype",
-            "float32",
-            "--served-model-name",
-            "arc-tiny",
-            "--allowed-local-media-path",
-            str(media_dir.resolve()),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited: see {log.name}")
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    else:
-        proc.kill()
-        pytest.fail("vllm serve did not become healthy in 240 s")
-    yield base, ckpt
-    proc.terminate()
-    proc.wait(timeout=60)
+def server(engine):
+    return engine
 
 
 def data_url(path: Path, mime: str = "video/mp4") -> str:

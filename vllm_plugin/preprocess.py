@@ -198,6 +198,35 @@ def _last_lines(stderr: bytes, limit: int = 300) -> str:
     return " / ".join(dict.fromkeys(lines[-3:]))[-limit:] if lines else "no details"
 
 
+# Resource limits for every ffmpeg/ffprobe child (untrusted input): address space and
+# CPU seconds. Off by default; the gateway's decode workers set them (`set_child_limits`).
+_CHILD_LIMITS: dict[int, int] = {}
+
+
+def set_child_limits(memory_mb: int | None = None, cpu_s: int | None = None) -> None:
+    import resource
+
+    _CHILD_LIMITS.clear()
+    if memory_mb:
+        _CHILD_LIMITS[resource.RLIMIT_AS] = int(memory_mb) * 1024 * 1024
+    if cpu_s:
+        _CHILD_LIMITS[resource.RLIMIT_CPU] = int(cpu_s)
+
+
+def _limit_child(pid: int) -> None:
+    # Set right after the start (no preexec_fn: unsafe in threaded parents); the child
+    # has done nothing costly yet when it lands.
+    if not _CHILD_LIMITS:
+        return
+    import resource
+
+    for kind, value in _CHILD_LIMITS.items():
+        try:
+            resource.prlimit(pid, kind, (value, value))
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+
+
 class _Process:
     """A child process with a wall-clock limit; stderr is drained in a thread."""
 
@@ -211,6 +240,7 @@ class _Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        _limit_child(self.proc.pid)
         self._stderr = bytearray()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -1018,5 +1048,6 @@ __all__ = [
     "probe_video",
     "reconcile",
     "sample_plan",
+    "set_child_limits",
     "whisper_features",
 ]

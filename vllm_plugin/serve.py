@@ -1,5 +1,9 @@
 """`arc-serve CHECKPOINT [vllm serve options]`: `vllm serve` with the ARC defaults.
 
+CHECKPOINT is a directory (or hub id) of ARC-Hunyuan-Video-7B, or `tiny`: the embedded
+tiny random-weight checkpoint, written once to $ARC_TINY_DIR (default
+~/.cache/arc-video-serve/tiny); it serves anywhere, answers are noise.
+
 Adds what the model needs and the checkpoint does not say: the chat template (one user
 turn, task instruction by `chat_template_kwargs`), the `arc` video loader (frames + the
 video's own audio), one video per prompt, and the authors' context length. Any option
@@ -42,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("defaults added:", " ".join(f"{k} {v}" for k, v in DEFAULTS.items()))
         return 0
-    command = build_command(argv[0], argv[1:])
+    checkpoint = argv[0]
+    if checkpoint == "tiny":
+        from .ask import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+
+        checkpoint = str(ensure_tiny_checkpoint(DEFAULT_TINY_DIR))
+    command = build_command(checkpoint, argv[1:])
     print("[arc-serve]", " ".join(command), file=sys.stderr, flush=True)
     os.execvp(command[0], command)
     return 0  # not reached

@@ -4,7 +4,8 @@ vLLM's media connector hands the loader the bytes of a `video_url` (file, data U
 http(s) URL). We run the project's one preprocessing pipeline on them (ffmpeg decode of
 only the sampled frames, timestamp overlay, 640x640, the video's own 16 kHz audio) and
 return the frames with the audio and duration in the metadata, which the processor
-turns into model inputs. Select it with `--media-io-kwargs '{"video":
+turns into model inputs. A prepared container from the gateway (`prepared_media`,
+media type video/x-arc-prepared) is recognised by its first bytes and used as it is. Select it with `--media-io-kwargs '{"video":
 {"video_backend": "arc"}}'` (the `arc-serve` command does this).
 """
 
@@ -20,9 +21,31 @@ BACKEND_NAME = "arc"
 VIDEO_PROCESSOR_NAME = "ARCHunyuanVideoProcessor"
 
 
-def load_video_bytes(data: bytes, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    from . import preprocess
+def load_prepared_bytes(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+    """The gateway's container (`prepared_media`): frames and audio used as they are."""
+    from . import prepared_media
 
+    media = prepared_media.decode(data)
+    count = media.frames.shape[0]
+    metadata = {
+        "total_num_frames": count,
+        "fps": 1.0,
+        "duration": float(media.duration),
+        "video_backend": BACKEND_NAME,
+        "frames_indices": list(range(count)),
+        "do_sample_frames": False,
+        "arc_audio": media.audio,
+        "arc_duration": media.duration,
+        "arc_intervals": media.info.get("intervals"),
+    }
+    return media.frames, metadata
+
+
+def load_video_bytes(data: bytes, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    from . import prepared_media, preprocess
+
+    if prepared_media.is_prepared(data):
+        return load_prepared_bytes(data)
     prepared = preprocess.prepare_video(data)
     metadata = {
         "total_num_frames": prepared.probe.num_frames,

@@ -1,0 +1,61 @@
+"""The model's answer text -> a structured answer (`<think>`, `<answer>`, time ranges).
+
+The authors' instructions ask for `<think> ... </think><answer> ... </answer>`; grounding
+answers a time range and chapters list one range per line. Times come as HH:MM:SS,
+MM:SS or plain seconds (the overlay on the frames uses HH:MM:SS, so the model tends to
+answer in that form). Anything that does not parse leaves the field empty: the raw text
+is always in `message.content`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .schemas import Segment, StructuredAnswer
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+_TIME = r"(\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?|\d{1,3}:\d{1,2}(?:\.\d+)?|\d+(?:\.\d+)?)"
+_RANGE = re.compile(
+    _TIME + r"\s*(?:seconds|secs|sec|s)?\s*(?:-|–|to|~)\s*" + _TIME + r"\s*(?:seconds|secs|sec|s)?"
+)
+
+
+def seconds(text: str) -> float:
+    parts = [float(p) for p in text.split(":")]
+    total = 0.0
+    for part in parts:
+        total = total * 60 + part
+    return total
+
+
+def _segments(text: str, many: bool) -> list[Segment] | None:
+    found: list[Segment] = []
+    lines = text.splitlines() if many else [text]
+    for line in lines:
+        match = _RANGE.search(line)
+        if not match:
+            continue
+        start, end = seconds(match.group(1)), seconds(match.group(2))
+        if end < start:
+            continue
+        rest = (line[: match.start()] + line[match.end() :]).strip(" \t:-,.;")
+        found.append(Segment(start=start, end=end, text=rest or None))
+        if not many:
+            break
+    return found or None
+
+
+def parse_answer(text: str | None, task: str | None) -> StructuredAnswer:
+    if not text:
+        return StructuredAnswer()
+    think = _THINK.search(text)
+    answer = _ANSWER.search(text)
+    thinking = think.group(1).strip() if think else None
+    final = answer.group(1).strip() if answer else None
+    if final is None and think is None:
+        final = text.strip()  # the plain form (task "none")
+    segments = None
+    if task in ("grounding", "chapters") and final:
+        segments = _segments(final, many=task == "chapters")
+    return StructuredAnswer(thinking=thinking, answer=final, segments=segments)

@@ -1,0 +1,552 @@
+"""The gateway's HTTP API (FastAPI): OpenAI-compatible chat with video, files, health, metrics.
+
+A chat request's video (a file id, a data URL or an https URL) is prepared here, in the
+decode workers, and forwarded to vLLM as the plugin's compact prepared container, so
+vLLM never sees the user's file. Everything else in the request passes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from vllm_plugin.prepared_media import PREPARED_MIME
+
+from . import safe_fetch
+from .answers import parse_answer
+from .config import Settings
+from .errors import APIError, error_body, install_error_handlers
+from .files import FileStore, StoredFile
+from .ingest import Ingestor, VideoSummary
+from .metrics import Metrics
+from .schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ContentPart,
+    FileDeleted,
+    FileList,
+    FileObject,
+    ModelList,
+    VideoOptions,
+    VideoUsage,
+)
+from .uploads import decode_data_url, read_body, receive_upload
+from .upstream import Upstream, unavailable
+
+log = logging.getLogger("arc.gateway")
+T = TypeVar("T")
+
+
+class Gateway:
+    """The app's shared state: settings, metrics, stored files, workers, upstream."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = FileStore(
+            settings.files_dir, settings.files_budget_mb * 1024 * 1024, settings.files_ttl_s
+        )
+        self.ingestor: Ingestor | None = None
+        self.upstream: Upstream | None = None
+        self.inflight = 0
+
+    # -- video sources ------------------------------------------------------------------
+
+    async def _prepare_file(self, path: Path, options: VideoOptions) -> tuple[bytes, VideoSummary]:
+        assert self.ingestor is not None
+        return await self.ingestor.prepare(path, options.start, options.end)
+
+    async def video_from_url(
+        self, url: str, options: VideoOptions, log_fields: dict
+    ) -> tuple[bytes, VideoSummary, str | None]:
+        """(prepared container, summary, file id when it is a stored file)."""
+        s = self.settings
+        if url.startswith("file-"):
+            stored = self.store.get(url)
+            log_fields["video_source"] = "file"
+            cached = self.store.prepared(stored.id, options.start, options.end)
+            if cached is not None:
+                container, summary = cached
+                return container, VideoSummary(**summary), stored.id
+            container, summary = await self._prepare_file(
+                self.store.source_path(stored.id), options
+            )
+            self.store.keep_prepared(
+                stored.id, options.start, options.end, container, summary.as_dict()
+            )
+            return container, summary, stored.id
+
+        tmp = self.store.incoming_path()
+        try:
+            if url.startswith("data:"):
+                log_fields["video_source"] = "data_url"
+                size = decode_data_url(url, tmp, s.max_upload_bytes)
+            elif url.startswith(("https://", "http://")):
+                log_fields["video_source"] = "url"
+                result = await safe_fetch.fetch_to_file(url, tmp, self.fetch_policy())
+                size = result.size
+            else:
+                raise APIError(
+                    400,
+                    "video_url.url must be an https URL, a data: URL or a file id from "
+                    "POST /v1/files",
+                    "bad_video_url",
+                    param="video_url",
+                )
+            self.metrics.upload_bytes.inc(size)
+            log_fields["bytes_in"] = size
+            if size == 0:
+                raise APIError(400, "the video is empty (0 bytes)", "empty_file")
+            container, summary = await self._prepare_file(tmp, options)
+            return container, summary, None
+        except safe_fetch.FetchError as e:
+            raise APIError(e.status_code, e.message, e.code, param="video_url") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def fetch_policy(self) -> safe_fetch.FetchPolicy:
+        s = self.settings
+        schemes = {"https", "http"} if s.allow_url_host else {"https"}
+        return safe_fetch.FetchPolicy(
+            allowed_schemes=frozenset(schemes),
+            max_bytes=s.max_upload_bytes,
+            total_timeout_s=s.url_timeout_s,
+            allowed_hosts=frozenset(s.allow_url_host),
+        )
+
+
+def _video_parts(req: ChatCompletionRequest) -> list[tuple[int, int, ContentPart]]:
+    found = []
+    for m, message in enumerate(req.messages):
+        if isinstance(message.content, list):
+            for p, part in enumerate(message.content):
+                if part.type in ("video_url", "file", "input_video"):
+                    found.append((m, p, part))
+                elif part.type in ("image_url", "input_audio", "audio_url"):
+                    raise APIError(
+                        400,
+                        f"content type {part.type!r} is not supported: send one video "
+                        "(video_url) and text",
+                        "unsupported_content",
+                        param=f"messages[{m}].content[{p}]",
+                    )
+    return found
+
+
+def _part_url(part: ContentPart, where: str) -> str:
+    if part.type == "file" and part.file is not None:
+        return part.file.file_id
+    if part.video_url is not None:
+        return part.video_url.url
+    raise APIError(400, f"{where} has no video_url.url", "bad_video_url", param=where)
+
+
+def _file_object(stored: StoredFile) -> FileObject:
+    return FileObject(
+        id=stored.id,
+        bytes=stored.bytes,
+        created_at=stored.created_at,
+        expires_at=stored.expires_at,
+        filename=stored.filename,
+        purpose=stored.purpose,
+        video={
+            k: stored.video.get(k)
+            for k in ("frames", "duration", "has_audio", "video_duration_s", "width", "height")
+        },
+    )
+
+
+def _video_usage(summary: VideoSummary, tokens_per_frame: int) -> VideoUsage:
+    return VideoUsage(
+        frames=summary.frames,
+        has_audio=summary.has_audio,
+        video_tokens=summary.frames * tokens_per_frame,
+        duration_s=summary.video_duration_s,
+        clip=summary.clip,
+    )
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Runs `work`; if the client goes away first, cancels it (the upstream request with it)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise APIError(499, "the client closed the connection", "client_closed")
+    finally:
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class RequestLog:
+    """Pure ASGI middleware: a request id, one JSON log line and the latency metric per
+    request (measured to the last byte sent, so streaming answers count in full)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = given if given.isprintable() and given else uuid.uuid4().hex
+        fields: dict[str, Any] = {}
+        scope.setdefault("state", {})
+        scope["state"]["request_id"] = request_id
+        scope["state"]["log"] = fields
+        status = 0
+        t0 = time.perf_counter()
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - t0
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            if path not in ("/metrics", "/health"):
+                self.metrics.request_seconds.labels(path).observe(seconds)
+                line = {
+                    "ts": round(time.time(), 3),
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "route": path,
+                    "status": status,
+                    "seconds": round(seconds, 4),
+                    **fields,
+                }
+                log.info(json.dumps(line))
+
+
+def create_app(settings: Settings) -> FastAPI:
+    gateway = Gateway(settings)
+    metrics = gateway.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.ingestor = Ingestor(settings, metrics)
+        gateway.upstream = Upstream(
+            settings.upstream_url, settings.upstream_api_key, settings.upstream_timeout_s
+        )
+        await gateway.ingestor.warm_up()
+        log.info(json.dumps({"event": "ready", "upstream": settings.upstream_url}))
+        try:
+            yield
+        finally:
+            await gateway.upstream.close()
+            gateway.ingestor.shutdown()
+
+    app = FastAPI(
+        title="arc-video-serve gateway",
+        description="OpenAI-compatible chat about videos (ARC-Hunyuan-Video) in front of vLLM.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestLog, metrics=metrics)
+    install_error_handlers(app, on_error=lambda code: metrics.rejections.labels(code).inc())
+
+    def upstream() -> Upstream:
+        assert gateway.upstream is not None
+        return gateway.upstream
+
+    # -- health, metrics, models ---------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        try:
+            listing = await upstream().get_json("/v1/models", timeout_s=5)
+        except APIError as e:
+            return JSONResponse(error_body(503, e.message, "not_ready"), status_code=503)
+        models = [m.get("id") for m in listing.get("data", [])]
+        if not models:
+            return JSONResponse(
+                error_body(503, "the model server has no model loaded", "not_ready"), 503
+            )
+        return JSONResponse({"status": "ready", "models": models})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        listing = await upstream().get_json("/v1/models", timeout_s=10)
+        return ModelList.model_validate({"object": "list", "data": listing.get("data", [])})
+
+    # -- files ---------------------------------------------------------------------------
+
+    @app.post("/v1/files", response_model=FileObject)
+    async def upload_file(request: Request) -> FileObject:
+        s = settings
+        dest = gateway.store.incoming_path()
+        fields = request.state.log
+        try:
+            upload = await receive_upload(
+                request,
+                dest,
+                s.max_upload_bytes,
+                s.upload_read_timeout_s,
+                s.upload_total_timeout_s,
+            )
+            metrics.upload_bytes.inc(upload.size)
+            fields["bytes_in"] = upload.size
+            if upload.size == 0:
+                raise APIError(400, "the uploaded file is empty (0 bytes)", "empty_file")
+            assert gateway.ingestor is not None
+            container, summary = await gateway.ingestor.prepare(dest)
+            stored = gateway.store.add(
+                dest, upload.filename, upload.purpose, upload.size, container, summary.as_dict()
+            )
+        finally:
+            dest.unlink(missing_ok=True)
+        fields.update(
+            file_id=stored.id,
+            frames=summary.frames,
+            decode_s=summary.decode_s,
+            prepared_bytes=summary.prepared_bytes,
+        )
+        return _file_object(stored)
+
+    @app.get("/v1/files", response_model=FileList)
+    async def list_files() -> FileList:
+        return FileList(data=[_file_object(f) for f in gateway.store.list()])
+
+    @app.get("/v1/files/{file_id}", response_model=FileObject)
+    async def get_file(file_id: str) -> FileObject:
+        return _file_object(gateway.store.get(file_id))
+
+    @app.delete("/v1/files/{file_id}", response_model=FileDeleted)
+    async def delete_file(file_id: str) -> FileDeleted:
+        gateway.store.get(file_id)  # 404 when unknown
+        gateway.store.delete(file_id)
+        return FileDeleted(id=file_id)
+
+    # -- chat ----------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": ChatCompletionRequest.model_json_schema()}
+                }
+            }
+        },
+    )
+    async def chat_completions(request: Request) -> Response:
+        if gateway.inflight >= settings.max_inflight:
+            raise APIError(
+                429,
+                f"the gateway has {gateway.inflight} requests in progress, its limit; "
+                "retry shortly",
+                "too_many_requests",
+                headers={"Retry-After": "1"},
+            )
+        gateway.inflight += 1
+        metrics.inflight.set(gateway.inflight)
+        handed_to_stream = False
+        try:
+            response = await _chat(request)
+            handed_to_stream = isinstance(response, StreamingResponse)
+            return response
+        finally:
+            if not handed_to_stream:
+                gateway.inflight -= 1
+                metrics.inflight.set(gateway.inflight)
+
+    async def _chat(request: Request) -> Response:
+        s = settings
+        fields = request.state.log
+        # Data URLs travel in the JSON body: cap it at the video cap in base64 + text.
+        body = await read_body(
+            request,
+            s.max_upload_bytes * 4 // 3 + 1024 * 1024,
+            s.upload_read_timeout_s,
+            s.upload_total_timeout_s,
+        )
+        try:
+            req = ChatCompletionRequest.model_validate_json(body)
+        except ValidationError as e:
+            raise _invalid(e) from None
+        options = req.video or VideoOptions()
+        parts = _video_parts(req)
+        if len(parts) > 1:
+            raise APIError(
+                400,
+                f"the model takes one video per request; this one has {len(parts)}",
+                "too_many_videos",
+                param="messages",
+            )
+        if (options.start is not None or options.end is not None) and not parts:
+            raise APIError(400, "video.start/end given without a video", "no_video")
+
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        summary: VideoSummary | None = None
+        file_id: str | None = None
+        if parts:
+            m, p, part = parts[0]
+            where = f"messages[{m}].content[{p}]"
+            container, summary, file_id = await gateway.video_from_url(
+                _part_url(part, where), options, fields
+            )
+            metrics.forwarded_bytes.inc(len(container))
+            url = f"data:{PREPARED_MIME};base64," + base64.b64encode(container).decode()
+            messages[m]["content"][p] = {"type": "video_url", "video_url": {"url": url}}
+            fields.update(
+                frames=summary.frames,
+                has_audio=summary.has_audio,
+                decode_s=summary.decode_s,
+                forwarded_bytes=len(container),
+            )
+
+        payload = req.model_dump(exclude_none=True, exclude={"video"})
+        payload["messages"] = messages
+        payload["model"] = await upstream().model(s.model)
+        template_kwargs = dict(req.chat_template_kwargs or {})
+        if options.task:
+            template_kwargs["task"] = options.task
+        if template_kwargs:
+            payload["chat_template_kwargs"] = template_kwargs
+        task = str(template_kwargs.get("task", "qa"))
+        headers = {"X-Request-Id": request.state.request_id}
+        if file_id:
+            # Lets a session-affine router send questions about one file to one replica
+            # (its prefix cache holds the video's tokens).
+            headers["x-arc-file-id"] = file_id
+        usage_extra = _video_usage(summary, s.video_tokens_per_frame) if summary else None
+
+        if req.stream:
+            return await _stream(request, payload, headers, task, usage_extra, fields)
+
+        t0 = time.perf_counter()
+        data = await _unless_disconnected(request, upstream().chat(payload, headers))
+        upstream_s = time.perf_counter() - t0
+        metrics.upstream_seconds.observe(upstream_s)
+        metrics.upstream_ttft_seconds.observe(upstream_s)
+        fields["upstream_s"] = round(upstream_s, 4)
+        completion = ChatCompletion.model_validate(data)
+        for choice in completion.choices:
+            choice.structured = parse_answer(choice.message.content, task)
+        if completion.usage is not None and usage_extra is not None:
+            completion.usage.video = usage_extra
+        if completion.usage is not None:
+            fields["prompt_tokens"] = completion.usage.prompt_tokens
+            fields["completion_tokens"] = completion.usage.completion_tokens
+        return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
+
+    async def _stream(
+        request: Request,
+        payload: dict,
+        headers: dict[str, str],
+        task: str,
+        usage_extra: VideoUsage | None,
+        fields: dict,
+    ) -> StreamingResponse:
+        t0 = time.perf_counter()
+        response = await upstream().open_stream(payload, headers)
+
+        async def events() -> AsyncIterator[bytes]:
+            first = True
+            texts: dict[int, str] = {}
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        yield b"data: [DONE]\n\n"
+                        break
+                    if first:
+                        first = False
+                        ttft = time.perf_counter() - t0
+                        metrics.upstream_ttft_seconds.observe(ttft)
+                        fields["upstream_ttft_s"] = round(ttft, 4)
+                    yield b"data: " + _annotate_chunk(data, texts, task, usage_extra) + b"\n\n"
+            except httpx.HTTPError as e:
+                error = unavailable(e)
+                fields["stream_error"] = error.code
+                metrics.rejections.labels(error.code).inc()
+                yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+            finally:
+                await response.aclose()
+                upstream_s = time.perf_counter() - t0
+                metrics.upstream_seconds.observe(upstream_s)
+                fields["upstream_s"] = round(upstream_s, 4)
+                gateway.inflight -= 1
+                metrics.inflight.set(gateway.inflight)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def _annotate_chunk(
+    data: str, texts: dict[int, str], task: str, usage_extra: VideoUsage | None
+) -> bytes:
+    """Adds the gateway's fields to a stream chunk: the structured answer on the chunk that
+    finishes a choice, the video usage on the usage chunk. Other chunks pass unchanged."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return data.encode()
+    changed = False
+    for choice in chunk.get("choices") or []:
+        index = choice.get("index", 0)
+        delta = choice.get("delta") or {}
+        texts[index] = texts.get(index, "") + (delta.get("content") or "")
+        if choice.get("finish_reason"):
+            choice["structured"] = parse_answer(texts[index], task).model_dump(exclude_none=True)
+            changed = True
+    if chunk.get("usage") and usage_extra is not None:
+        chunk["usage"]["video"] = usage_extra.model_dump(exclude_none=True)
+        changed = True
+    return json.dumps(chunk).encode() if changed else data.encode()
+
+
+def _invalid(error: ValidationError) -> APIError:
+    first = error.errors()[0]
+    if first.get("type") == "json_invalid":
+        return APIError(
+            400, f"the request body is not valid JSON: {first.get('msg')}", "invalid_json"
+        )
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+    return APIError(400, f"{where}: {first.get('msg')}{more}", "invalid_request", param=where)

@@ -1,0 +1,106 @@
+"""The vLLM OpenAI server behind the gateway (arc-serve, or a router in front of several).
+
+Errors become the gateway's answers: connection refused or dropped -> 503 (retry later),
+timeout -> 504, an upstream 4xx -> the same status with vLLM's message (the request was
+bad: a system prompt, too many tokens...), an upstream 5xx -> 502.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from .errors import APIError
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)[:1000]
+    return str(error)[:1000]
+
+
+def raise_for_upstream(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    message = _upstream_message(response)
+    if response.status_code < 500:
+        raise APIError(response.status_code, message, "upstream_rejected")
+    raise APIError(502, f"the model server failed: {message}", "upstream_error")
+
+
+def unavailable(error: Exception) -> APIError:
+    if isinstance(error, httpx.TimeoutException):
+        return APIError(504, "the model server did not answer in time", "upstream_timeout")
+    return APIError(
+        503,
+        "the model server is not reachable; retry shortly",
+        "upstream_unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+class Upstream:
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
+        self._model: str | None = None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def get_json(self, path: str, timeout_s: float | None = None) -> Any:
+        try:
+            response = await self.client.get(path, timeout=timeout_s or self.client.timeout)
+        except httpx.HTTPError as e:
+            raise unavailable(e) from None
+        raise_for_upstream(response)
+        return response.json()
+
+    async def model(self, configured: str | None) -> str:
+        if configured:
+            return configured
+        if self._model is None:
+            listing = await self.get_json("/v1/models", timeout_s=10)
+            models = listing.get("data") or []
+            if not models:
+                raise APIError(503, "the model server lists no model yet", "upstream_no_model")
+            self._model = str(models[0]["id"])
+        return self._model
+
+    async def chat(self, payload: dict, headers: dict[str, str]) -> dict:
+        try:
+            response = await self.client.post("/v1/chat/completions", json=payload, headers=headers)
+        except httpx.HTTPError as e:
+            raise unavailable(e) from None
+        raise_for_upstream(response)
+        return response.json()
+
+    async def open_stream(self, payload: dict, headers: dict[str, str]) -> httpx.Response:
+        """Sends the request; returns the open response (the caller closes it)."""
+        request = self.client.build_request(
+            "POST",
+            "/v1/chat/completions",
+            content=json.dumps(payload),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise unavailable(e) from None
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            raise_for_upstream(response)
+        return response

@@ -1,0 +1,74 @@
+"""Start real servers for tests: `arc-serve` (vLLM + plugin) and `arc-gateway`, on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited; see {log}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"{url} not up in {seconds:g} s; see {log}")
+
+
+def start_engine(
+    checkpoint: Path, port: int, log: Path, extra: list[str] | None = None
+) -> subprocess.Popen:
+    """`arc-serve CHECKPOINT` as the tests (and the CPU image) run it; waits for /health."""
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
+    command = [
+        sys.executable, "-m", "vllm_plugin.serve", str(checkpoint),
+        "--port", str(port), "--host", "127.0.0.1",
+        "--gpu-memory-utilization", "0.2", "--dtype", "float32",
+        "--served-model-name", "arc-tiny",
+        *(extra or []),
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
+    wait_until(f"http://127.0.0.1:{port}/health", proc, log, 300)
+    return proc
+
+
+def start_gateway(
+    upstream: str, port: int, files_dir: Path, log: Path, extra: list[str] | None = None
+) -> subprocess.Popen:
+    """`arc-gateway` as its image runs it; waits for /health."""
+    command = [
+        sys.executable, "-m", "server.cli",
+        "--port", str(port), "--host", "127.0.0.1",
+        "--upstream-url", upstream, "--files-dir", str(files_dir),
+        *(extra or []),
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=log.open("a"), stderr=subprocess.STDOUT)
+    wait_until(f"http://127.0.0.1:{port}/health", proc, log, 120)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
