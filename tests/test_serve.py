@@ -170,3 +170,32 @@ def test_file_and_http_urls(server, media_dir: Path) -> None:
         assert reply.usage.prompt_tokens > 8 * 114
     finally:
         httpd.shutdown()
+
+
+def test_audio_item_is_400(server, tmp_path: Path) -> None:
+    """The audio comes from the video itself; a separate audio item is refused clearly."""
+    import io
+    import wave
+
+    import openai
+
+    base, _ = server
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\0\0" * 16000)
+    audio = base64.b64encode(buffer.getvalue()).decode()
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+                {"type": "text", "text": "What do you hear?"},
+            ],
+        }
+    ]
+    with pytest.raises(openai.BadRequestError) as err:
+        client(base).chat.completions.create(model="arc-tiny", messages=messages, max_tokens=2)
+    assert "audio" in str(err.value).lower()

