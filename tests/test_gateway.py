@@ -522,3 +522,63 @@ def test_admission_limits_answer_429(engine, videos: Path, tmp_path: Path) -> No
         assert rejected.headers["Retry-After"]
     finally:
         stop(proc)
+
+
+def _counter(engine_url: str, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(engine_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_second_question_about_a_file_reuses_the_prefix_cache(
+    gateway: str, engine, videos: Path
+) -> None:
+    engine_url, _ = engine
+    client = openai_client(gateway)
+    uploaded = client.files.create(
+        file=(videos / "q35134y59x8.mp4").open("rb"), purpose="user_data"
+    )
+    first = client.chat.completions.create(
+        model="arc", messages=ask(uploaded.id, "Who speaks?"), max_tokens=1
+    )
+    hits = _counter(engine_url, "vllm:prefix_cache_hits_total")
+    second = client.chat.completions.create(
+        model="arc", messages=ask(uploaded.id, "What colour is the sky?"), max_tokens=1
+    )
+    reused = _counter(engine_url, "vllm:prefix_cache_hits_total") - hits
+    assert first.usage.video["video_tokens"] == second.usage.video["video_tokens"]
+    # The video comes first in the prompt: its tokens are reused, bar the last partial KV
+    # block (128 tokens on the CPU backend, 16 on GPUs).
+    assert reused >= first.usage.video["video_tokens"] - 128, reused
+
+
+def test_sigterm_lets_accepted_requests_finish(engine, videos: Path, tmp_path: Path) -> None:
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine_url, _ = engine
+    port = free_port()
+    proc = start_gateway(engine_url, port, tmp_path / "files", tmp_path / "gateway.log")
+    body = {
+        "messages": ask(data_url(videos / "syn_short.mp4")),
+        "max_tokens": 200,
+        "ignore_eos": True,
+    }
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post, f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300
+            )
+            deadline = time.monotonic() + 60
+            while _running(engine_url) == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            reply = pending.result(timeout=300)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] == 200
+        # uvicorn re-raises the signal once it has drained: -15 is a clean exit here.
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        stop(proc)
