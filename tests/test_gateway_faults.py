@@ -1,0 +1,100 @@
+"""Upstream faults, injected with a fake model server: a slow one (504), a failing one (502),
+one that refuses the request (its 4xx passes through), none at all (503)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import free_port, start_gateway, stop
+
+
+class _FakeUpstream(http.server.BaseHTTPRequestHandler):
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][0]["content"]
+        if text == "slow":
+            time.sleep(4)
+            self._send(200, {})
+        elif text == "crash":
+            self._send(500, {"error": {"message": "engine core died"}})
+        else:
+            self._send(400, {"error": {"message": "this model takes no such thing"}})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeUpstream)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    folder = tmp_path_factory.mktemp("faults")
+    port = free_port()
+    proc = start_gateway(
+        f"http://127.0.0.1:{fake.server_address[1]}",
+        port,
+        folder / "files",
+        folder / "gateway.log",
+        ["--upstream-timeout-s", "1", "--decode-workers", "1"],
+    )
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+    fake.shutdown()
+
+
+def chat(base: str, text: str) -> httpx.Response:
+    body = {"model": "fake", "messages": [{"role": "user", "content": text}]}
+    return httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "code"),
+    [
+        ("slow", 504, "upstream_timeout"),
+        ("crash", 502, "upstream_error"),
+        ("refused", 400, "upstream_rejected"),
+    ],
+)
+def test_upstream_faults(gateway: str, text: str, status: int, code: str) -> None:
+    t0 = time.monotonic()
+    reply = chat(gateway, text)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == code
+    assert time.monotonic() - t0 < 10
+    if code == "upstream_rejected":
+        assert "no such thing" in error["message"]
+
+
+def test_no_upstream_is_503(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_gateway(
+        f"http://127.0.0.1:{free_port()}", port, tmp_path / "files", tmp_path / "log"
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        reply = chat(base, "hello")
+        assert reply.status_code == 503 and reply.headers["Retry-After"]
+        assert reply.json()["error"]["code"] == "upstream_unavailable"
+        assert httpx.get(base + "/ready").status_code == 503
+        assert httpx.get(base + "/health").status_code == 200
+    finally:
+        stop(proc)
