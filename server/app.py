@@ -25,7 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from vllm_plugin.prepared_media import PREPARED_MIME
-from vllm_plugin.prompts import DEFAULT_QUESTIONS
 
 from . import safe_fetch
 from .answers import parse_answer
@@ -443,8 +442,6 @@ def create_app(settings: Settings) -> FastAPI:
         if template_kwargs:
             payload["chat_template_kwargs"] = template_kwargs
         task = str(template_kwargs.get("task", "qa"))
-        if parts and task in DEFAULT_QUESTIONS:
-            _add_default_question(messages[parts[0][0]], DEFAULT_QUESTIONS[task])
         headers = {"X-Request-Id": request.state.request_id}
         if file_id:
             # Lets a session-affine router send questions about one file to one replica
@@ -542,15 +539,6 @@ def _annotate_chunk(
         chunk["usage"]["video"] = usage_extra.model_dump(exclude_none=True)
         changed = True
     return json.dumps(chunk).encode() if changed else data.encode()
-
-
-def _add_default_question(message: dict, question: str) -> None:
-    """Summary and chapters need no question from the user: the authors' own is used."""
-    content = message.get("content")
-    if isinstance(content, list) and not any(
-        part.get("type") == "text" and (part.get("text") or "").strip() for part in content
-    ):
-        content.append({"type": "text", "text": question})
 
 
 def _invalid(error: ValidationError) -> APIError:

@@ -53,3 +53,16 @@ def test_plain_question_and_refusals() -> None:
     env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(ValueError(m))
     with pytest.raises(ValueError, match="single user message"):
         env.from_string(chat_template()).render(messages=env_messages)
+
+
+def test_summary_and_chapters_without_a_question_use_the_authors_question(
+    golden_dir: Path,
+) -> None:
+    meta = json.loads((golden_dir / "model/inputs/w33698kgs05/inputs.json").read_text())
+    golden = meta["prompt_path_b_before_expansion"].replace("<image>" * 8, "<vid>")
+    for video_alone in ("<vid>", "<vid>\n", "<vid>\n  "):
+        assert render(video_alone, task="summary") == golden
+    chapters = render("<vid>", task="chapters")
+    assert chapters == "<|startoftext|><vid>" + user_text(None, "chapters") + "<sep>"
+    # A question of the user's own is kept.
+    assert "Describe" not in render("<vid>\nWho?", task="summary")

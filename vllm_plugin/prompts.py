@@ -53,6 +53,12 @@ def chat_template() -> str:
         f"{text!r} -%}}{{%- "
         for i, (name, text) in enumerate(INSTRUCTIONS.items())
     )
+    # Summary and chapters asked with the video alone get the authors' own question.
+    defaults = "".join(
+        f"{{%- if task == '{name}' and (content | replace('<vid>', '') | trim) == '' -%}}"
+        f"{{%- set content = (content | trim) + '\\n' + {text!r} -%}}{{%- endif -%}}"
+        for name, text in DEFAULT_QUESTIONS.items()
+    )
     return (
         "{%- set task = (task | default('qa')) | lower -%}"
         "{%- if messages | length != 1 or messages[0]['role'] != 'user' -%}"
@@ -64,7 +70,10 @@ def chat_template() -> str:
         "{%- set content = content | selectattr('type', 'equalto', 'text') "
         "| map(attribute='text') | join('\\n') -%}"
         "{%- endif -%}"
-        "{%- " + branches + "elif task == 'none' %}{%- set instruction = '' -%}"
+        + defaults
+        + "{%- "
+        + branches
+        + "elif task == 'none' %}{%- set instruction = '' -%}"
         "{%- else -%}{{- raise_exception('unknown task: ' + task) -}}{%- endif -%}"
         "<|startoftext|>{{ content }}"
         "{%- if instruction %}{{ '\\n' + instruction }}{% endif %}<sep>"
