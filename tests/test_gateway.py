@@ -94,8 +94,32 @@ def gateway(
             "--decode-workers", "2",
         ],
     )  # fmt: skip
+    LOGS["gateway"] = folder / "gateway.log"
     yield f"http://127.0.0.1:{port}"
     stop(proc)
+
+
+LOGS: dict[str, Path] = {}
+
+
+def test_one_json_log_line_per_request(gateway: str, videos: Path) -> None:
+    reply = httpx.post(
+        gateway + "/v1/chat/completions",
+        json={"messages": ask(data_url(videos / "syn_short.mp4")), "max_tokens": 1},
+        headers={"X-Request-Id": "log-check-1"},
+        timeout=120,
+    )
+    assert reply.status_code == 200 and reply.headers["x-request-id"] == "log-check-1"
+    lines = [
+        json.loads(line)
+        for line in LOGS["gateway"].read_text().splitlines()
+        if line.startswith("{") and "log-check-1" in line
+    ]
+    assert len(lines) == 1
+    entry = lines[0]
+    assert entry["route"] == "/v1/chat/completions" and entry["status"] == 200
+    for key in ("seconds", "bytes_in", "forwarded_bytes", "frames", "decode_s", "upstream_s"):
+        assert key in entry, entry
 
 
 def openai_client(base: str):
