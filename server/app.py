@@ -81,6 +81,7 @@ class Gateway:
             cached = self.store.prepared(stored.id, options.start, options.end)
             if cached is not None:
                 container, summary = cached
+                log_fields.update(prepared_cache="hit", decode_s=0.0)
                 return container, VideoSummary(**summary), stored.id
             container, summary = await self._prepare_file(
                 self.store.source_path(stored.id), options
@@ -112,6 +113,7 @@ class Gateway:
             if size == 0:
                 raise APIError(400, "the video is empty (0 bytes)", "empty_file")
             container, summary = await self._prepare_file(tmp, options)
+            log_fields["decode_wait_s"] = summary.wait_s
             return container, summary, None
         except safe_fetch.FetchError as e:
             raise APIError(e.status_code, e.message, e.code, param="video_url") from None
@@ -337,6 +339,7 @@ def create_app(settings: Settings) -> FastAPI:
             file_id=stored.id,
             frames=summary.frames,
             decode_s=summary.decode_s,
+            decode_wait_s=summary.wait_s,
             prepared_bytes=summary.prepared_bytes,
         )
         return _file_object(stored)
@@ -426,11 +429,9 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.forwarded_bytes.inc(len(container))
             url = f"data:{PREPARED_MIME};base64," + base64.b64encode(container).decode()
             messages[m]["content"][p] = {"type": "video_url", "video_url": {"url": url}}
+            fields.setdefault("decode_s", summary.decode_s)
             fields.update(
-                frames=summary.frames,
-                has_audio=summary.has_audio,
-                decode_s=summary.decode_s,
-                forwarded_bytes=len(container),
+                frames=summary.frames, has_audio=summary.has_audio, forwarded_bytes=len(container)
             )
 
         payload = req.model_dump(exclude_none=True, exclude={"video"})

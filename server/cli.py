@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(argv)
     # One JSON line per request goes to stdout (the log message is the JSON itself).
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stdout)
+    # httpx logs every upstream call as plain text: keep the log one JSON line per request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -45,6 +45,8 @@ class VideoSummary:
     probe_s: float
     decode_s: float
     clip: list[float] | None = None
+    started_at: float = 0.0  # wall clock when a worker took the job
+    wait_s: float = 0.0  # time the job waited for a free worker
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,7 @@ def prepare_job(
     """Runs in a worker: file -> (prepared container bytes, summary)."""
     from vllm_plugin import prepared_media, preprocess
 
+    started_at = time.time()
     t0 = time.perf_counter()
     probed_at: list[float] = []
 
@@ -106,6 +109,7 @@ def prepare_job(
         probe_s=round(probed_at[0] if probed_at else 0.0, 4),
         decode_s=round(time.perf_counter() - t0, 4),
         clip=list(video.clip) if video.clip else None,
+        started_at=started_at,
     )
     return container, summary.as_dict()
 
@@ -155,6 +159,7 @@ class Ingestor:
         self.pending += 1
         self.metrics.queue_depth.set(self.pending)
         s = self.settings
+        submitted_at = time.time()
         try:
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(
@@ -195,6 +200,8 @@ class Ingestor:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
         result = VideoSummary(**summary)
+        result.wait_s = round(max(0.0, result.started_at - submitted_at), 4)
+        self.metrics.decode_wait_seconds.observe(result.wait_s)
         self.metrics.decode_seconds.observe(result.decode_s)
         self.metrics.probe_seconds.observe(result.probe_s)
         self.metrics.frames_sampled.observe(result.frames)

@@ -39,6 +39,12 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.decode_wait_seconds = Histogram(
+            "arc_gateway_decode_wait_seconds",
+            "Time a video waited for a free decode worker",
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.probe_seconds = Histogram(
             "arc_gateway_probe_seconds",
             "Probing one video with ffprobe",

@@ -1,0 +1,1 @@
+"""Benchmarks of arc-video-serve (see benchmarks/README.md)."""
