@@ -49,8 +49,8 @@ else
   $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 
-log "installing arc-video-serve (editable) with test tools"
-$PIP install -q -e ".[test]"
+log "installing arc-video-serve (editable) with test and benchmark tools"
+$PIP install -q -e ".[test,bench]"
 if [ "${NEED_IMAGEIO_FFMPEG:-0}" = 1 ]; then
   $PIP install -q imageio-ffmpeg
 fi
