@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,9 +54,19 @@ class VideoSummary:
         return asdict(self)
 
 
-def _worker_init(memory_mb: int, cpu_s: int) -> None:
+def _exit_with(parent_pid: int) -> None:
+    # A worker outlives a gateway that was killed (or exited before joining its pool):
+    # it notices the new parent and leaves instead of holding its memory forever.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def _worker_init(memory_mb: int, cpu_s: int, parent_pid: int) -> None:
     # The parent handles Ctrl-C and shutdown; workers just finish or get terminated.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
     from vllm_plugin import preprocess
 
     preprocess.set_child_limits(memory_mb, cpu_s)
@@ -129,7 +141,7 @@ class Ingestor:
             max_workers=self.settings.decode_workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(self.settings.ffmpeg_memory_mb, self.settings.ffmpeg_cpu_s),
+            initargs=(self.settings.ffmpeg_memory_mb, self.settings.ffmpeg_cpu_s, os.getpid()),
         )
 
     async def warm_up(self) -> None:
@@ -138,7 +150,9 @@ class Ingestor:
         await asyncio.gather(*jobs)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Called after uvicorn has drained accepted requests: nothing is left to wait for
+        # but idle workers, which are joined so none is left behind.
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def capacity(self) -> int:
