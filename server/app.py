@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -45,7 +44,7 @@ from .schemas import (
     VideoUsage,
 )
 from .uploads import decode_data_url, read_body, receive_upload
-from .upstream import Upstream, unavailable
+from .upstream import TRANSPORT_ERRORS, Upstream, unavailable
 
 log = logging.getLogger("arc.gateway")
 T = TypeVar("T")
@@ -232,6 +231,11 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # The catch-all 500 handler sits outside this middleware: log what it sends.
+            if status == 0:
+                status = 500
+            raise
         finally:
             seconds = time.perf_counter() - t0
             route = scope.get("route")
@@ -497,7 +501,7 @@ def create_app(settings: Settings) -> FastAPI:
                         metrics.upstream_ttft_seconds.observe(ttft)
                         fields["upstream_ttft_s"] = round(ttft, 4)
                     yield b"data: " + _annotate_chunk(data, texts, task, usage_extra) + b"\n\n"
-            except httpx.HTTPError as e:
+            except TRANSPORT_ERRORS as e:
                 error = unavailable(e)
                 fields["stream_error"] = error.code
                 metrics.rejections.labels(error.code).inc()

@@ -14,6 +14,12 @@ import httpx
 
 from .errors import APIError
 
+# What one upstream call can raise when the connection fails. httpx wraps most transport
+# failures in httpx.HTTPError, but not all: on uvloop (uvicorn's default loop) a connection
+# reset right after connect (vLLM killed while the gateway connects) escapes httpcore/anyio
+# as AttributeError ('NoneType' object has no attribute 'getpeername'); OSError likewise.
+TRANSPORT_ERRORS = (httpx.HTTPError, OSError, AttributeError)
+
 
 def _upstream_message(response: httpx.Response) -> str:
     try:
@@ -63,7 +69,7 @@ class Upstream:
     async def get_json(self, path: str, timeout_s: float | None = None) -> Any:
         try:
             response = await self.client.get(path, timeout=timeout_s or self.client.timeout)
-        except httpx.HTTPError as e:
+        except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         raise_for_upstream(response)
         return response.json()
@@ -82,7 +88,7 @@ class Upstream:
     async def chat(self, payload: dict, headers: dict[str, str]) -> dict:
         try:
             response = await self.client.post("/v1/chat/completions", json=payload, headers=headers)
-        except httpx.HTTPError as e:
+        except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         raise_for_upstream(response)
         return response.json()
@@ -97,7 +103,7 @@ class Upstream:
         )
         try:
             response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as e:
+        except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         if response.status_code >= 400:
             await response.aread()
