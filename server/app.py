@@ -28,7 +28,7 @@ from vllm_plugin.prepared_media import PREPARED_MIME
 from . import safe_fetch
 from .answers import parse_answer
 from .config import Settings
-from .errors import APIError, error_body, install_error_handlers
+from .errors import APIError, error_body, install_error_handlers, invalid_request
 from .files import FileStore, StoredFile
 from .ingest import Ingestor, VideoSummary
 from .metrics import Metrics
@@ -408,7 +408,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             req = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as e:
-            raise _invalid(e) from None
+            raise invalid_request(e.errors()) from None
         options = req.video or VideoOptions()
         parts = _video_parts(req)
         if len(parts) > 1:
@@ -544,14 +544,3 @@ def _annotate_chunk(
         chunk["usage"]["video"] = usage_extra.model_dump(exclude_none=True)
         changed = True
     return json.dumps(chunk).encode() if changed else data.encode()
-
-
-def _invalid(error: ValidationError) -> APIError:
-    first = error.errors()[0]
-    if first.get("type") == "json_invalid":
-        return APIError(
-            400, f"the request body is not valid JSON: {first.get('msg')}", "invalid_json"
-        )
-    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
-    return APIError(400, f"{where}: {first.get('msg')}{more}", "invalid_request", param=where)

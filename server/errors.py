@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,17 +68,18 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
+def invalid_request(errors: Sequence[Any]) -> APIError:
+    """A 400 from pydantic/FastAPI validation errors: the first problem, where it is."""
     if not errors:
-        return "the request body is not valid", None
+        return APIError(400, "the request body is not valid", "invalid_request")
     first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON: " + str(first.get("msg", "")), None
-    where = ".".join(location) or "body"
+        message = f"the request body is not valid JSON: {first.get('msg', '')}"
+        return APIError(400, message, "invalid_json")
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where}: {first.get('msg', 'invalid')}{more}", where
+    message = f"{where}: {first.get('msg', 'invalid')}{more}"
+    return APIError(400, message, "invalid_request", param=where)
 
 
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
@@ -94,14 +96,9 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        code = (
-            "invalid_json"
-            if message.startswith("the request body is not valid JSON")
-            else ("invalid_request")
-        )
-        note(code)
-        return JSONResponse(error_body(400, message, code, param), status_code=400)
+        error = invalid_request(exc.errors())
+        note(error.code)
+        return error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
