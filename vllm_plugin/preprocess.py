@@ -23,19 +23,24 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import ffmpeg
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from . import frame_decode
+
 SAMPLE_RATE = 16000
 IMAGE_SIZE = 640
 MAX_FRAMES = 150
+# Threads that stamp and resize decoded frames (PIL releases the GIL while resizing).
+STAMP_THREADS = max(1, min(4, os.cpu_count() or 1))
 MAX_AUDIO_SECONDS = 300
 SNIPPET_SAMPLES = 2 * SAMPLE_RATE
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # one Whisper piece: 480000 samples
@@ -589,25 +594,18 @@ def _select_expr(indices: Sequence[int]) -> str:
     return terms[0]
 
 
-def decode_frames(
+def _ffmpeg_frames(
     path: Path,
     probe: VideoProbe,
-    indices: Sequence[int],
-    intervals: Sequence[tuple[int, int]],
+    wanted: Sequence[int],
     *,
-    font_path: str,
-    size: int = IMAGE_SIZE,
-    clip: tuple[float, float] | None = None,
-    timeout_s: float | None = None,
-    threads: int | None = None,
-) -> np.ndarray:
-    """Decode only the frames at `indices` (decoded-frame numbers, like decord's), stamp
-    each at full resolution, resize to size x size. Returns uint8 [N, size, size, 3].
-
-    One ffmpeg process: `select` keeps the wanted frame numbers, ffmpeg's autorotate turns
-    the picture, rgb24 comes through a pipe one frame at a time, so only one full-size
-    frame is in memory at once."""
-    wanted = sorted(set(indices))
+    clip: tuple[float, float] | None,
+    timeout_s: float | None,
+    threads: int | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The `ffmpeg` decoder: one ffmpeg process, `select` keeps the wanted frame numbers,
+    ffmpeg's autorotate turns the picture, rgb24 comes through a pipe one frame at a time.
+    ffmpeg decodes every frame to get there."""
     width, height = probe.width, probe.height
     input_options: dict[str, object] = {}
     if threads:
@@ -631,32 +629,16 @@ def decode_frames(
         **{"frames:v": len(wanted)},
         **sync,
     )
-    args = _ffmpeg_args(out)
-
     frame_bytes = width * height * 3
-    # Below 1 fps two intervals can pick the same frame: each gets its own stamp.
-    slots: dict[int, list[int]] = {}
-    for k, index in enumerate(indices):
-        slots.setdefault(index, []).append(k)
-    stamped = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-
-    def finish_frame(image: Image.Image, index: int) -> None:
-        for k in slots[index]:
-            copy = image.copy() if len(slots[index]) > 1 else image
-            draw_timestamp(copy, *intervals[k], font_path)
-            stamped[k] = np.asarray(copy.resize((size, size), Image.BICUBIC))
-
-    proc = _Process(args, timeout_s, "ffmpeg (video)")
+    proc = _Process(_ffmpeg_args(out), timeout_s, "ffmpeg (video)")
     got = 0
-    last: Image.Image | None = None
     try:
         assert proc.proc.stdout is not None
         while got < len(wanted):
             buf = proc.proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
-            last = Image.frombytes("RGB", (width, height), buf)
-            finish_frame(last.copy(), wanted[got])
+            yield wanted[got], np.frombuffer(buf, np.uint8).reshape(height, width, 3)
             got += 1
     except BaseException:
         proc.kill()
@@ -667,15 +649,120 @@ def decode_frames(
             raise MediaTimeoutError(
                 f"ffmpeg (video) took longer than the time limit of {timeout_s:g} s"
             )
-        return stamped
+        return
     code, err = proc.finish()
-    if last is None:
+    if got == 0:
         detail = _last_lines(err) if code != 0 else "the decoder returned no frames"
         raise MediaError(f"could not decode the video: {detail}")
+
+
+def _pyav_frames(
+    path: Path,
+    probe: VideoProbe,
+    wanted: Sequence[int],
+    *,
+    clip: tuple[float, float] | None,
+    timeout_s: float | None,
+    threads: int | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The `pyav` decoder (default): in process, non-reference frames nothing needs are
+    left out (`frame_decode`)."""
+    window = None
+    if clip is not None:
+        window = (probe.start_time + clip[0], probe.start_time + clip[1])
+    options = {
+        "protocol_whitelist": "file",
+        "format_whitelist": ALLOWED_DEMUXERS,
+        "probesize": str(PROBE_SIZE),
+        "analyzeduration": str(ANALYZE_DURATION),
+    }
+    got = 0
+    try:
+        for item in frame_decode.decode_selected(
+            path,
+            wanted,
+            width=probe.width,
+            height=probe.height,
+            rotation=probe.rotation,
+            window=window,
+            container_options=options,
+            timeout_s=timeout_s,
+            threads=threads,
+        ):
+            got += 1
+            yield item
+    except frame_decode.DecodeTimeout:
+        raise MediaTimeoutError(
+            f"decoding the video took longer than the time limit of {timeout_s:g} s"
+        ) from None
+    except (frame_decode.DecodeError, av.error.FFmpegError) as exc:
+        raise MediaError(f"could not decode the video: {exc}") from None
+    if got == 0:
+        raise MediaError("could not decode the video: the decoder returned no frames")
+
+
+DECODERS = {"pyav": _pyav_frames, "ffmpeg": _ffmpeg_frames}
+
+
+def decode_frames(
+    path: Path,
+    probe: VideoProbe,
+    indices: Sequence[int],
+    intervals: Sequence[tuple[int, int]],
+    *,
+    font_path: str,
+    size: int = IMAGE_SIZE,
+    clip: tuple[float, float] | None = None,
+    timeout_s: float | None = None,
+    threads: int | None = None,
+    decoder: str | None = None,
+) -> np.ndarray:
+    """Decode only the frames at `indices` (decoded-frame numbers, like decord's), stamp
+    each at full resolution, resize to size x size. Returns uint8 [N, size, size, 3].
+    Only one full-size frame is in memory at once.
+
+    `decoder`: "pyav" (default, in process, fastest) or "ffmpeg" (an ffmpeg process);
+    both give the same frames. `ARC_DECODER` sets the default."""
+    name = decoder or os.environ.get("ARC_DECODER") or "pyav"
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}")
+    wanted = sorted(set(indices))
+    # Below 1 fps two intervals can pick the same frame: each gets its own stamp.
+    slots: dict[int, list[int]] = {}
+    for k, index in enumerate(indices):
+        slots.setdefault(index, []).append(k)
+    stamped = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+
+    def finish_frame(rgb: np.ndarray, index: int) -> None:
+        for k in slots[index]:
+            image = Image.fromarray(rgb)  # a copy: the overlay draws on it
+            draw_timestamp(image, *intervals[k], font_path)
+            stamped[k] = np.asarray(image.resize((size, size), Image.BICUBIC))
+
+    last: np.ndarray | None = None
+    done: set[int] = set()
+    frames = DECODERS[name](path, probe, wanted, clip=clip, timeout_s=timeout_s, threads=threads)
+    # Overlay and resize run on a second thread while the next frames decode (PIL and
+    # libav release the GIL); at most a few full-size frames wait in between.
+    in_flight: list = []
+    with ThreadPoolExecutor(max_workers=STAMP_THREADS) as stamper:
+        try:
+            for index, rgb in frames:
+                in_flight.append(stamper.submit(finish_frame, rgb, index))
+                if len(in_flight) >= 2 * STAMP_THREADS + 2:
+                    in_flight.pop(0).result()
+                done.add(index)
+                last = rgb
+        finally:
+            frames.close()
+            for job in in_flight:
+                job.result()
     # The header promised more frames than the decoder delivered: the missing ones (at the
     # end) repeat the last decoded picture, each with its own stamp.
-    for index in wanted[got:]:
-        finish_frame(last.copy(), index)
+    assert last is not None
+    for index in wanted:
+        if index not in done:
+            finish_frame(last, index)
     return stamped
 
 
@@ -925,6 +1012,7 @@ def prepare_video(
     features: bool = False,
     layout: str = "A",
     threads: int | None = None,
+    decoder: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PreparedVideo:
     """probe -> plan -> frames (decode, overlay, resize) || audio -> reconcile.
@@ -932,6 +1020,7 @@ def prepare_video(
     `start`/`end` (seconds) prepare a clip as if it were the whole video: the plan runs
     over the clip's frames and the overlay counts seconds from the clip start.
     `features=True` also computes the Whisper features (timed with the audio).
+    `decoder`: "pyav" (default) or "ffmpeg", see `decode_frames`.
     `progress` gets one line per step (the CLI prints them)."""
     say = progress or (lambda message: None)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -950,6 +1039,7 @@ def prepare_video(
                 features=features,
                 layout=layout,
                 threads=threads,
+                decoder=decoder,
                 progress=progress,
             )
         finally:
@@ -1000,6 +1090,7 @@ def prepare_video(
                 clip=clip,
                 timeout_s=limits.timeout_s,
                 threads=threads,
+                decoder=decoder,
             )
         except BaseException:
             pending.cancel()
