@@ -392,18 +392,42 @@ def _timed(function, stage: str):
     return wrapper
 
 
+def _timed_frames(function, stage: str):
+    """Time spent inside a frame generator (the decoder), not in its consumer."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        frames = function(*args, **kwargs)
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(frames)
+                except StopIteration:
+                    return
+                finally:
+                    _add(stage, time.perf_counter() - t0)
+                yield item
+        finally:
+            frames.close()
+
+    return wrapper
+
+
 class _OursRunner:
     """prepare_video(path, features=True) + pixel_values(frames): what the model gets. The
     module's own functions are wrapped (in this worker process only) to time the stages;
     prepare_video looks them up at call time. Audio + features run on a second thread while
     the frames decode, so these stage times overlap."""
 
-    def __init__(self, font: str, audio_mode: str = "mp3"):
+    def __init__(self, font: str, audio_mode: str = "mp3", decoder: str = "pyav"):
         from PIL import Image
 
         from vllm_plugin import preprocess as pp
 
-        self.pp, self.font, self.audio_mode = pp, font, audio_mode
+        self.pp, self.font, self.audio_mode, self.decoder = pp, font, audio_mode, decoder
+        for name in pp.DECODERS:
+            pp.DECODERS[name] = _timed_frames(pp.DECODERS[name], "decode")
         for name, stage in (
             ("probe_video", "probe"),
             ("sample_plan", "probe"),
@@ -418,16 +442,17 @@ class _OursRunner:
     def __call__(self, path: Path) -> dict:
         pp = self.pp
         prepared = pp.prepare_video(
-            path, font_path=self.font, features=True, audio_mode=self.audio_mode
+            path,
+            font_path=self.font,
+            features=True,
+            audio_mode=self.audio_mode,
+            decoder=self.decoder,
         )
         t0 = time.perf_counter()
         pp.pixel_values(prepared.frames)
         _add("normalise", time.perf_counter() - t0)
         stages = dict(_STAGE_TIMES)
         frames_total = stages.pop("frames", 0.0)
-        stages["decode"] = max(
-            frames_total - stages.get("overlay", 0.0) - stages.get("resize", 0.0), 0.0
-        )
         stages["frames_path"] = frames_total
         stages["audio_path"] = stages.get("audio", 0.0) + stages.get("features", 0.0)
         return {
@@ -496,7 +521,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
         font = default_font_path()
     if args.worker == "ours":
-        runner = _OursRunner(font, args.ours_audio_mode)
+        runner = _OursRunner(font, args.ours_audio_mode, args.ours_decoder)
     else:
         runner = _ReferenceRunner(font, args.reference_frame_access)
     setup_s = time.perf_counter() - t_start
@@ -615,6 +640,8 @@ def run_worker(
         args.reference_frame_access,
         "--ours-audio-mode",
         args.ours_audio_mode,
+        "--ours-decoder",
+        args.ours_decoder,
     ]
     if args.font:
         command += ["--font", args.font]
@@ -907,7 +934,8 @@ def _where_time_goes(rows: list[dict]) -> list[str]:
         )
         lines.append(f"- **{title}**, all files, {wall:.1f} s of wall time: {parts}")
     lines.append(
-        "- ours runs audio + features on a second thread while the frames decode, so its stage "
+        "- ours runs audio + features on a second thread and overlay + resize on stamping "
+        "threads while the frames decode, so its stage "
         "times add up to more than its wall time; its critical path is "
         "probe + max(frames path, audio path) + normalise."
     )
@@ -1020,9 +1048,10 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
     lines += [
         "",
         (
-            "Stages. ours: probe = ffprobe + frame plan; decode = the ffmpeg process that decodes "
-            "and selects the frames, converted to RGB (its time minus overlay and resize); overlay, "
-            "resize = PIL on the full-size frame; audio = ffmpeg mp3 round trip to 16 kHz; features "
+            "Stages. ours: probe = ffprobe + frame plan; decode = time inside the frame decoder "
+            "(pyav: in-process PyAV decode of the needed packets + RGB conversion; ffmpeg: the "
+            "ffmpeg process with select); overlay, resize = PIL on the full-size frame, on "
+            "stamping threads that overlap the decode; audio = ffmpeg mp3 round trip to 16 kHz; features "
             "= torch STFT log-mel; normalise = pixel_values(). reference: probe = decord "
             "VideoReader open + plan; decode = decord get_batch; normalise = ToTensor + Normalize "
             "+ stack + bf16; audio = moviepy mp3 export + librosa.load; features = "
@@ -1054,6 +1083,7 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
         (
             f"- python {meta['python']}, reference frame access: "
             f"{meta['reference_frame_access']}, our audio mode: {meta['ours_audio_mode']}, "
+            f"our decoder: {meta.get('ours_decoder', 'ffmpeg')}, "
             f"total run time {meta['total_s']} s"
         ),
         "",
@@ -1228,6 +1258,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="mp3",
         help="audio_mode of our prepare_video (mp3 = the authors' mp3 round trip, the default)",
     )
+    parser.add_argument(
+        "--ours-decoder",
+        choices=("pyav", "ffmpeg"),
+        default="pyav",
+        help="frame decoder of our prepare_video: pyav (in process, leaves out unneeded "
+        "non-reference frames; the default) or ffmpeg (an ffmpeg process with select)",
+    )
     parser.add_argument("--font", default=None, help="overlay font for both pipelines")
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds before a worker is killed"
@@ -1265,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         "reference_frame_access": args.reference_frame_access,
         "ours_audio_mode": args.ours_audio_mode,
+        "ours_decoder": args.ours_decoder,
         "loadavg_start": _loadavg(),
         "tolerances": {"frame_mad": TOL_FRAME_MAD, "feature_mad": TOL_FEATURE_MAD},
         "targets": {"shared_median": TARGET_SHARED_RATIO, "p1080": TARGET_1080P_RATIO},
