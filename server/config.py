@@ -70,7 +70,11 @@ class Settings:
         default=300.0, metadata={"help": "wall-clock limit for preparing one video"}
     )
     ffmpeg_memory_mb: int = field(
-        default=4096, metadata={"help": "address-space limit of each ffmpeg process"}
+        default=4096,
+        metadata={
+            "help": "memory limit of each decoding: address space of each ffmpeg process, and "
+            "the decode worker's heap over its own ~2 GB (frames decode in the worker)"
+        },
     )
     ffmpeg_cpu_s: int = field(
         default=600, metadata={"help": "CPU-seconds limit of each ffmpeg process"}

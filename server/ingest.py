@@ -5,8 +5,9 @@ code the plugin runs on a raw video) on a file on disk and returns the prepared 
 the compact container the plugin's `arc` loader reads (`vllm_plugin.prepared_media`).
 Workers are separate processes so a hostile file can only take down a worker: ffmpeg
 runs with protocol and demuxer allow-lists, `-nostdin`, no shell, bounded probing, and
-address-space, CPU-seconds and wall-clock limits; frames are bounded in pixels before
-anything is decoded.
+address-space, CPU-seconds and wall-clock limits; the frames decode in the worker itself
+(PyAV, same allow-lists, a wall-clock limit checked per packet) under a data-size limit;
+frames are bounded in pixels before anything is decoded.
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def _exit_with(parent_pid: int) -> None:
             os._exit(0)
 
 
+# What a worker holds besides a decoder's own memory: imports (~260 MB), one prepared
+# 150-frame video and its container (~0.5 GB), thread stacks.
+WORKER_BASE_MB = 2048
+
+
+def limit_worker_memory(memory_mb: int) -> None:
+    """Frames decode inside the worker (PyAV), so the worker's heap gets the bound an ffmpeg
+    child gets, over what the worker itself needs: a hostile stream that makes the decoder
+    allocate without end fails with MemoryError here instead of waking the OOM killer
+    (which might pick the engine). RLIMIT_DATA counts heap and private writable mappings,
+    not the address space reserved by imports, as RLIMIT_AS would."""
+    import resource
+
+    limit = (memory_mb + WORKER_BASE_MB) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
 def _worker_init(memory_mb: int, cpu_s: int, parent_pid: int) -> None:
     # The parent handles Ctrl-C and shutdown; workers just finish or get terminated.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -70,6 +88,8 @@ def _worker_init(memory_mb: int, cpu_s: int, parent_pid: int) -> None:
     from vllm_plugin import preprocess
 
     preprocess.set_child_limits(memory_mb, cpu_s)
+    if memory_mb:
+        limit_worker_memory(memory_mb)
 
 
 def _warm() -> bool:
@@ -193,6 +213,13 @@ class Ingestor:
             raise APIError(422, f"the video could not be prepared in time: {e}", "video_timeout")
         except MediaError as e:
             raise APIError(400, f"the video cannot be used: {e}", "invalid_video") from None
+        except MemoryError:
+            raise APIError(
+                422,
+                "the video needs more memory to decode than the gateway allows "
+                f"({s.ffmpeg_memory_mb} MB); send a smaller or shorter video",
+                "video_too_large",
+            ) from None
         except FontError as e:
             log.error("font problem: %s", e)
             raise APIError(500, "the gateway's overlay font is missing", "font_missing")

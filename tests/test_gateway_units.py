@@ -94,3 +94,44 @@ def test_prepared_container_round_trip_and_refusals() -> None:
     with pytest.raises(prepared_media.PreparedMediaError, match="1 to 2 frames"):
         prepared_media.decode(data, max_frames=2)
     assert not prepared_media.is_prepared(b"\x00\x00\x00\x18ftypmp42")
+
+
+WORKER_UNDER_A_TIGHT_LIMIT = """
+import re, sys
+from server import ingest
+from vllm_plugin import preprocess
+
+def data_mb():
+    return int(re.search(r"VmData:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+
+ingest.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, not a 4K DPB
+ingest.limit_worker_memory(1)
+try:
+    ingest.prepare_job(sys.argv[1], None, None, 600.0, 10**9, 120.0, None)
+except (MemoryError, preprocess.MediaError) as exc:
+    print("refused:", type(exc).__name__, exc)
+    sys.exit(0)
+print("decoded")
+sys.exit(1)
+"""
+
+
+def test_decode_worker_memory_limit(tmp_path: Path) -> None:
+    # Frames decode inside the worker (PyAV): a decoder that needs more memory than the
+    # limit fails there with an error the gateway maps (MemoryError -> 422), no OOM kill.
+    import subprocess
+    import sys
+
+    from media_factory import make_clip
+
+    video = make_clip(tmp_path / "big.mp4", seconds=1, size="3840x2160", fps=5, audio=False)
+    run = subprocess.run(
+        [sys.executable, "-c", WORKER_UNDER_A_TIGHT_LIMIT, str(video)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    assert "refused" in run.stdout
