@@ -209,6 +209,19 @@ def test_pixel_values_bit_exact(video: str, golden_dir: Path) -> None:
         assert hashlib.sha256(raw).hexdigest() == digest, f"frame {i}"
 
 
+def test_pixel_values_table_equals_the_arithmetic() -> None:
+    # every level of every channel, in a frame shape that is not square
+    frames = np.stack(
+        [np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 5, 3))] * 2
+    )
+    frames = np.ascontiguousarray(frames)
+    frames[1] = frames[1][::-1]
+    table = P.pixel_values(frames)
+    arithmetic = P.normalise(torch.from_numpy(frames)).permute(0, 3, 1, 2)
+    assert table.shape == (2, 3, 256, 5) and table.dtype == torch.bfloat16
+    assert torch.equal(table.view(torch.int16), arithmetic.contiguous().view(torch.int16))
+
+
 def test_whisper_features_match_transformers() -> None:
     from transformers import WhisperFeatureExtractor
 

@@ -958,14 +958,34 @@ def reconcile(
     return n, d
 
 
-def pixel_values(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> bf16 [N, 3, H, W]: /255, CLIP mean/std in float32, then
-    bf16 round-to-nearest-even (bit-exact with the authors' tensors). The arithmetic runs
-    in place on the channels-last layout (same float32 results, less memory traffic); only
-    the bf16 result is transposed."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)
+def normalise(values: torch.Tensor) -> torch.Tensor:
+    """float32 [..., 3] channel-last 0-255 -> bf16: /255, CLIP mean/std in float32, then
+    bf16 round-to-nearest-even (bit-exact with the authors' tensors)."""
+    x = values.to(torch.float32, copy=True)  # a copy: the arithmetic runs in place
     x.div_(255).sub_(torch.tensor(CLIP_MEAN)).div_(torch.tensor(CLIP_STD))
-    return x.to(torch.bfloat16).permute(0, 3, 1, 2).contiguous()
+    return x.to(torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def _normalised_levels() -> np.ndarray:
+    """[3, 256] int16: the bf16 bits `normalise` gives each 8-bit level of each channel."""
+    levels = torch.arange(256, dtype=torch.float32).unsqueeze(1).expand(256, 3)
+    return normalise(levels).T.contiguous().view(torch.int16).numpy()
+
+
+def pixel_values(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> bf16 [N, 3, H, W], `normalise`d. An 8-bit channel has 256
+    levels, so each pixel is a lookup in a table `normalise` computed: the same bits,
+    3-4x faster than the arithmetic on every pixel, no float32 copy of the frames."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    table = _normalised_levels()
+    n, height, width, _ = frames.shape
+    out = np.empty((n, 3, height, width), dtype=np.int16)
+    for k in range(n):
+        planes = frames[k].transpose(2, 0, 1).copy()  # one frame channel-first: cache-friendly
+        for c in range(3):
+            np.take(table[c], planes[c], out=out[k, c])
+    return torch.from_numpy(out).view(torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------
