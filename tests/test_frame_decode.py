@@ -53,6 +53,14 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "yuv420p",
             seconds=4,
         ),
+        "short_gops": make(root / "gop12.mp4", *x264_b[:-2], "-g", "12", seconds=8),
+        "open_gops": make(
+            root / "open.mp4",
+            *x264_b[:-2],
+            "-x264-params",
+            "keyint=30:min-keyint=30:open-gop=1",
+            seconds=8,
+        ),
         "annexb_ts": make(root / "annexb.ts", *x264_b, "-pix_fmt", "yuv420p"),
         "mkv": make(root / "b.mkv", *x264_b, "-pix_fmt", "yuv420p"),
         "vp9": make(
@@ -103,6 +111,8 @@ def assert_same_frames(ours: P.PreparedVideo, theirs: P.PreparedVideo) -> None:
         "h264_bframes",
         "h264_no_pyramid",
         "hevc_bframes",
+        "short_gops",
+        "open_gops",
         "annexb_ts",
         "mkv",
         "vp9",
@@ -157,8 +167,15 @@ def test_leaves_out_only_what_nothing_needs(clips: dict[str, Path]) -> None:
     assert left_out("h264_no_pyramid", set()) > 100
     assert left_out("hevc_bframes", set()) > 10
     # a wanted frame is never left out
-    everything = set(range(150))
+    everything = set(range(300))
     assert left_out("h264_bframes", everything) == 0
+    # closed GOPs of 12 frames, one frame wanted per 25: whole GOPs and GOP tails go too
+    one_fps = set(range(12, 200, 25))
+    short = frame_decode.scan(clips["short_gops"], one_fps)[3]
+    assert len(short) > 150
+    # open GOPs (no IDR after the first): only non-reference pictures and the final tail
+    opened = frame_decode.scan(clips["open_gops"], one_fps)[3]
+    assert len(opened) < len(short)
     # Annex B (MPEG-TS) and VP9: nothing is read, nothing left out
     assert left_out("annexb_ts", set()) == 0
     assert left_out("vp9", set()) == 0

@@ -4,7 +4,9 @@ A 1-fps plan keeps about one frame in 30, but H.264/HEVC frames are predicted fr
 other, so the plain ways (ffmpeg's `select`, decord's `get_batch`) decode every frame.
 Non-reference pictures (most B frames) are the exception: no other picture is predicted
 from them, so one that is not itself sampled can be kept out of the decoder, and every
-frame that is decoded comes out bit-identical. Measured on the shared clips: 40-55 % of the
+frame that is decoded comes out bit-identical. So are the pictures of a closed GOP that
+come after its last sampled frame in decoding order: the next GOP starts with an IDR
+picture, which looks at nothing before it. Measured on the shared clips: 40-55 % of the
 packets left out, the decode stage 2-3x faster than an ffmpeg process with `select`
 (which also pays ~90 ms to start and a pipe copy of each frame).
 
@@ -32,6 +34,8 @@ _H264_KEEP = (7, 8, 13, 15, 14, 20)  # parameter sets, SVC/MVC units: never leav
 _HEVC_VCL_END = 31
 _HEVC_SUBLAYER_NONREF = (0, 2, 4, 6, 8, 10, 12, 14)  # TRAIL_N, TSA_N, ..., RSV_VCL_N14
 _HEVC_PARAMETER_SETS = (32, 33, 34)
+_HEVC_IDR = (19, 20)  # IDR_W_RADL, IDR_N_LP (a CRA's leading pictures look back: not here)
+_H264_IDR = 5
 
 
 class DecodeError(ValueError):
@@ -45,8 +49,10 @@ class DecodeTimeout(DecodeError):
 @dataclass
 class _Packet:
     pts: int | None
-    nonref: bool  # a non-reference picture: leaving it out changes no other frame
-    temporal_id: int
+    nonref: bool = False  # a non-reference picture: leaving it out changes no other frame
+    temporal_id: int = 0
+    idr: bool = False  # an IDR picture: nothing after it is predicted from before it
+    keep: bool = False  # parameter sets in band, layers, a broken length: always decoded
 
 
 def _nal_length_size(codec: str, extradata: bytes | None) -> int | None:
@@ -60,38 +66,46 @@ def _nal_length_size(codec: str, extradata: bytes | None) -> int | None:
     return None
 
 
-def _read_packet(data: memoryview, codec: str, length_size: int) -> tuple[bool, int]:
-    """(non-reference, temporal id) of one length-prefixed access unit. Anything unusual
-    (parameter sets in band, layers, a broken length) counts as a reference picture."""
+def _read_packet(data: memoryview, codec: str, length_size: int, pts: int | None) -> _Packet:
+    """What one length-prefixed access unit is. Anything unusual is kept and counts as a
+    reference picture."""
+    kept = _Packet(pts, keep=True)
     offset, end = 0, len(data)
-    slices = nonref_slices = 0
+    slices = nonref_slices = idr_slices = 0
     temporal_id = 0
     while offset + length_size < end:
         size = int.from_bytes(data[offset : offset + length_size], "big")
         offset += length_size
         if size <= 0 or offset + size > end:
-            return False, 0
+            return kept
         header = data[offset]
         if codec == "h264":
             kind = header & 0x1F
             if kind in _H264_KEEP:
-                return False, 0
+                return kept
             if kind in _H264_SLICES:
                 slices += 1
                 nonref_slices += (header >> 5) & 3 == 0
+                idr_slices += kind == _H264_IDR
         else:
             if size < 2:
-                return False, 0
+                return kept
             kind = (header >> 1) & 0x3F
             layer = ((header & 1) << 5) | (data[offset + 1] >> 3)
             if kind in _HEVC_PARAMETER_SETS or layer:
-                return False, 0
+                return kept
             if kind <= _HEVC_VCL_END:
                 slices += 1
                 nonref_slices += kind in _HEVC_SUBLAYER_NONREF
+                idr_slices += kind in _HEVC_IDR
                 temporal_id = (data[offset + 1] & 7) - 1
         offset += size
-    return slices > 0 and nonref_slices == slices, temporal_id
+    return _Packet(
+        pts,
+        nonref=slices > 0 and nonref_slices == slices,
+        temporal_id=temporal_id,
+        idr=slices > 0 and idr_slices == slices,
+    )
 
 
 def _open(path: Path, options: dict[str, str]) -> av.container.InputContainer:
@@ -147,22 +161,30 @@ def scan(
             if packet.size == 0 or packet.is_discard:
                 continue
             check()
-            nonref, temporal_id = False, 0
             if length_size is not None:
-                nonref, temporal_id = _read_packet(memoryview(packet), codec, length_size)
-            packets.append(_Packet(packet.pts, nonref, temporal_id))
+                packets.append(_read_packet(memoryview(packet), codec, length_size, packet.pts))
+            else:
+                packets.append(_Packet(packet.pts, keep=True))
     times = [p.pts for p in packets]
     if None in times or len(set(times)) != len(times):
         return lo, hi, {}, set()
     in_window = sorted(t for t in times if (lo is None or t >= lo) and (hi is None or t < hi))
     number = {t: i for i, t in enumerate(in_window)}
     top_layer = max((p.temporal_id for p in packets), default=0)
-    # A non-reference picture of the top temporal layer is referenced by nobody.
-    skip = {
-        p.pts
-        for p in packets
-        if p.nonref and p.temporal_id == top_layer and number.get(p.pts) not in wanted
-    }
+    skip: set[int] = set()
+    # Walking back in decoding order: a packet that no wanted frame of its GOP follows
+    # feeds nothing wanted, if the next GOP starts with an IDR picture (which looks at
+    # nothing before it); a non-reference picture of the top temporal layer feeds nobody.
+    wanted_later = False
+    for packet in reversed(packets):
+        if number.get(packet.pts) in wanted:
+            wanted_later = True
+        elif not packet.keep and (
+            not wanted_later or (packet.nonref and packet.temporal_id == top_layer)
+        ):
+            skip.add(packet.pts)
+        if packet.idr:
+            wanted_later = False
     return lo, hi, number, skip
 
 
