@@ -295,6 +295,50 @@ def test_export_samples_imitates_moviepy() -> None:
     assert P.export_samples(3725.996) == int(44100 * (3600 + 120 + 6.0))
 
 
+def mp3_file_round_trip(path: Path, export: int, tmp: Path) -> np.ndarray:
+    """The mp3 round trip through a file, whose LAME header tells the reader the encoder
+    delay and padding: what the pipeline's pipe (with MP3_DELAY_SAMPLES) must equal."""
+    mp3 = tmp / "audio.mp3"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(path), "-map", "0:a:0"]
+        + ["-af", f"aresample=44100,apad=whole_len={export},atrim=end_sample={export}"]
+        + ["-c:a", "libmp3lame", "-ar", "44100", "-ac", "2", "-sample_fmt", "s16p"]
+        + ["-b:a", "128k", str(mp3)],
+        check=True,
+    )
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(mp3)]
+        + ["-af", f"{P.TO_MONO},aresample=16000:resampler=soxr", "-ac", "1"]
+        + ["-f", "f32le", "pipe:1"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, "<f4")
+
+
+def assert_mp3_pipe_equals_file(path: Path, tmp_path: Path) -> None:
+    probe = P.probe_video(path)
+    ours = P._decode_pcm(path, probe, mode="mp3", clip=None, timeout_s=60)
+    reference = mp3_file_round_trip(path, P.export_samples(probe.duration), tmp_path)
+    n = min(len(ours), len(reference))
+    assert abs(len(ours) - len(reference)) <= 1, path.name
+    assert np.array_equal(ours[:n], reference[:n]), path.name
+
+
+@pytest.mark.parametrize("name", ["plain", "webm"])
+def test_mp3_pipe_equals_the_file_round_trip(
+    clips: dict[str, Path], name: str, tmp_path: Path
+) -> None:
+    assert_mp3_pipe_equals_file(clips[name], tmp_path)
+
+
+@pytest.mark.parametrize("video", ["w33698kgs05", "c3522vbgwaw"])
+def test_mp3_pipe_equals_the_file_round_trip_on_real_audio(
+    media_dir: Path, video: str, tmp_path: Path
+) -> None:
+    assert_mp3_pipe_equals_file(media_dir / f"{video}.mp4", tmp_path)
+
+
 def test_draw_timestamp_geometry() -> None:
     font = P.default_font_path()
     image = Image.new("RGB", (800, 400), (255, 255, 255))

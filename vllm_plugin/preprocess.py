@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -101,10 +102,14 @@ FONT_CANDIDATES = (
 # exports it) is the default. It is what the model was trained on, as close as direct on
 # speech and 2-20x closer on clean tones, where the mp3 noise floor decides the -8 clamp.
 # It costs one mp3 encode (~120x real time on one core, in parallel with the frames).
-# The mp3 goes to a private temp file: written to a pipe it has no LAME header, so the
-# decoder cannot drop the encoder delay (it comes back ~25 ms late and too long).
+# Through a pipe the mp3 has no LAME header, so the decoder cannot drop the encoder delay
+# (it would come back ~25 ms late and too long): we drop MP3_DELAY_SAMPLES ourselves.
 # audio_mode="direct" stays available where speed matters more.
 HE_AAC_LAG_S = 0.0198
+# Samples before the first real one when an mp3 from libmp3lame is decoded: LAME's encoder
+# delay (576) plus the mp3 decoder's (528 + 1). The LAME header of an mp3 file says so to
+# a reader (ffmpeg, libsndfile); our pipe has none.
+MP3_DELAY_SAMPLES = 576 + 529
 AUDIO_MODES = ("mp3", "direct")
 EXPORT_RATE = 44100
 
@@ -235,13 +240,13 @@ def _limit_child(pid: int) -> None:
 class _Process:
     """A child process with a wall-clock limit; stderr is drained in a thread."""
 
-    def __init__(self, args: list[str], timeout_s: float | None, what: str):
+    def __init__(self, args: list[str], timeout_s: float | None, what: str, stdin=None):
         self.what = what
         self.timeout_s = timeout_s
         self.timed_out = False
         self.proc = subprocess.Popen(
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -821,24 +826,48 @@ def _decode_pcm(
         raw = _run(args, timeout_s, "ffmpeg (audio)")
         return _fix_length(np.frombuffer(raw, dtype="<f4").astype(np.float32), samples)
     # The authors' moviepy export: 44.1 kHz stereo 16-bit PCM, exactly `export` samples,
-    # into libmp3lame at its default 128 kb/s. The mp3 goes to a seekable private file so
-    # ffmpeg writes the LAME header, which lets the decoder drop the encoder delay and
-    # padding exactly (gapless, as librosa reads it).
-    with tempfile.TemporaryDirectory(prefix="arc-audio-") as tmp:
-        mp3 = Path(tmp) / "audio.mp3"
-        encode = _safe_input(path, **input_options)["a:0"].output(
-            _input_name(mp3),
-            format="mp3",
-            af=f"aresample={EXPORT_RATE},apad=whole_len={export},atrim=end_sample={export}",
-            acodec="libmp3lame",
-            ar=EXPORT_RATE,
-            ac=2,
-            sample_fmt="s16p",
-            audio_bitrate="128k",
+    # into libmp3lame at its default 128 kb/s; read back gapless, as librosa reads the
+    # file: without the encoder delay and the padding. Two ffmpeg processes joined by a
+    # pipe, so the decoder works while the encoder does. A pipe carries no LAME header,
+    # so the decoder's filter drops the delay itself (MP3_DELAY_SAMPLES): bit-identical
+    # to writing an mp3 file and reading it back (tests/test_preprocess.py).
+    encode = _safe_input(path, **input_options)["a:0"].output(
+        "pipe:1",
+        format="mp3",
+        af=f"aresample={EXPORT_RATE},apad=whole_len={export},atrim=end_sample={export}",
+        acodec="libmp3lame",
+        ar=EXPORT_RATE,
+        ac=2,
+        sample_fmt="s16p",
+        audio_bitrate="128k",
+    )
+    gapless = f"atrim=start_sample={MP3_DELAY_SAMPLES}:end_sample={MP3_DELAY_SAMPLES + export}"
+    decode = ffmpeg.input("pipe:0", format="mp3", protocol_whitelist="pipe").output(
+        "pipe:1", format="f32le", af=f"{gapless},{TO_MONO},{resample}", ac=1
+    )
+    encoder = _Process(_ffmpeg_args(encode), timeout_s, "ffmpeg (audio export)")
+    try:
+        decoder = _Process(
+            _ffmpeg_args(decode), timeout_s, "ffmpeg (audio decode)", stdin=encoder.proc.stdout
         )
-        _run(_ffmpeg_args(encode.overwrite_output()), timeout_s, "ffmpeg (audio export)")
-        decode = _safe_input(mp3).output("pipe:1", format="f32le", af=f"{TO_MONO},{resample}", ac=1)
-        raw = _run(_ffmpeg_args(decode), timeout_s, "ffmpeg (audio decode)")
+    except BaseException:
+        encoder.kill()
+        raise
+    assert encoder.proc.stdout is not None and decoder.proc.stdout is not None
+    encoder.proc.stdout.close()  # the decoder holds the read end now
+    try:
+        raw = decoder.proc.stdout.read()
+        decoder_code, decoder_err = decoder.finish()
+    except BaseException:
+        decoder.kill()
+        encoder.kill()
+        raise
+    encoder_code, encoder_err = encoder.finish()
+    # A decoder that failed first leaves the encoder a broken pipe: report the decoder.
+    if encoder_code != 0 and not (decoder_code != 0 and encoder_code == -signal.SIGPIPE):
+        raise MediaError(f"ffmpeg (audio export) failed: {_last_lines(encoder_err)}")
+    if decoder_code != 0:
+        raise MediaError(f"ffmpeg (audio decode) failed: {_last_lines(decoder_err)}")
     return _fix_length(np.frombuffer(raw, dtype="<f4").astype(np.float32), samples)
 
 
