@@ -114,7 +114,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "direct: decode straight to 16 kHz (faster, a little further from the reference)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=600.0, help="wall-clock limit per ffmpeg call, seconds"
+        "--decoder",
+        choices=("pyav", "ffmpeg"),
+        default=None,
+        help="frame decoder: pyav (default, in process, decodes only what the sampled frames "
+        "need) or ffmpeg (an ffmpeg process; same frames, slower); $ARC_DECODER sets the default",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="wall-clock limit per decoding step, seconds"
     )
     return parser.parse_args(argv)
 
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             start=args.start,
             end=args.end,
             audio_mode=args.audio_mode,
+            decoder=args.decoder,
             features=True,
             limits=Limits(timeout_s=args.timeout),
             progress=log,
