@@ -1048,7 +1048,7 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
     lines += [
         "",
         (
-            "Stages. ours: probe = ffprobe + frame plan; decode = time inside the frame decoder "
+            "Stages. ours: probe = probe_video (PyAV) + frame plan; decode = time inside the frame decoder "
             "(pyav: in-process PyAV decode of the needed packets + RGB conversion; ffmpeg: the "
             "ffmpeg process with select); overlay, resize = PIL on the full-size frame, on "
             "stamping threads that overlap the decode; audio = ffmpeg mp3 round trip to 16 kHz; features "

@@ -47,7 +47,7 @@ class Metrics:
         )
         self.probe_seconds = Histogram(
             "arc_gateway_probe_seconds",
-            "Probing one video with ffprobe",
+            "Probing one video",
             buckets=_LATENCY,
             registry=r,
         )

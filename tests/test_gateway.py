@@ -110,11 +110,17 @@ def test_one_json_log_line_per_request(gateway: str, videos: Path) -> None:
         timeout=120,
     )
     assert reply.status_code == 200 and reply.headers["x-request-id"] == "log-check-1"
-    lines = [
-        json.loads(line)
-        for line in LOGS["gateway"].read_text().splitlines()
-        if line.startswith("{") and "log-check-1" in line
-    ]
+    # the line is written once the last byte has gone out: the client can be faster
+    deadline = time.time() + 10
+    while True:
+        lines = [
+            json.loads(line)
+            for line in LOGS["gateway"].read_text().splitlines()
+            if line.startswith("{") and "log-check-1" in line
+        ]
+        if lines or time.time() > deadline:
+            break
+        time.sleep(0.1)
     assert len(lines) == 1
     entry = lines[0]
     assert entry["route"] == "/v1/chat/completions" and entry["status"] == 200
