@@ -108,15 +108,24 @@ def _read_packet(data: memoryview, codec: str, length_size: int, pts: int | None
     )
 
 
-def _open(path: Path, options: dict[str, str]) -> av.container.InputContainer:
+def open_input(path: Path, options: dict[str, str]) -> av.container.InputContainer:
+    """The file as a PyAV container, by a `file:` name (no other protocol can be picked)."""
     return av.open("file:" + str(path.resolve()), container_options=options)
 
 
-def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+def first_video_stream(container: av.container.InputContainer):
+    """The first video stream that is not a cover picture (what ffmpeg maps), or None."""
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
-    raise DecodeError("no video stream in the file")
+    return None
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    stream = first_video_stream(container)
+    if stream is None:
+        raise DecodeError("no video stream in the file")
+    return stream
 
 
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
@@ -143,7 +152,7 @@ def scan(
     number of each presentation timestamp, timestamps of the packets to leave out).
     The numbering is empty when the timestamps cannot be trusted (missing, repeated):
     then frames are counted as they come and nothing is left out."""
-    with _open(path, options or {}) as container:
+    with open_input(path, options or {}) as container:
         stream = _video_stream(container)
         codec = stream.codec_context.name
         length_size = (
@@ -218,7 +227,7 @@ def decode_selected(
     lo, hi, number, skip = scan(path, wanted_set, window=window, options=options, check=check_time)
 
     # Pass 2: decode what is needed.
-    with _open(path, options) as container:
+    with open_input(path, options) as container:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads or 0
@@ -258,4 +267,11 @@ def decode_selected(
                     return
 
 
-__all__ = ["DecodeError", "DecodeTimeout", "decode_selected", "scan"]
+__all__ = [
+    "DecodeError",
+    "DecodeTimeout",
+    "decode_selected",
+    "first_video_stream",
+    "open_input",
+    "scan",
+]

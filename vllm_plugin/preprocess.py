@@ -358,17 +358,10 @@ def _container_options() -> dict[str, str]:
 
 def _open_media(path: Path) -> av.container.InputContainer:
     try:
-        return av.open(_input_name(path), container_options=_container_options())
+        return frame_decode.open_input(path, _container_options())
     except av.error.FFmpegError as exc:
         # strerror, not str(exc): that one names the server's path
         raise MediaError(f"could not read the file as a video: {exc.strerror}") from None
-
-
-def _first_video_stream(container: av.container.InputContainer):
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    return None
 
 
 def _count_frames(
@@ -378,7 +371,7 @@ def _count_frames(
     whose timestamp falls in [start, end) seconds of the file's timeline."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with _open_media(path) as container:
-        stream = _first_video_stream(container)
+        stream = frame_decode.first_video_stream(container)
         if stream is None:
             raise MediaError("no video stream in the file")
         base = stream.time_base
@@ -407,7 +400,7 @@ def probe_video(source: str | Path, *, timeout_s: float | None = 60.0) -> VideoP
     if size == 0:
         raise MediaError("could not read the file as a video: the file is empty")
     with _open_media(path) as container:
-        video = _first_video_stream(container)
+        video = frame_decode.first_video_stream(container)
         audio = next(iter(container.streams.audio), None)
         if video is None:
             what = "an audio-only file" if audio is not None else "no playable streams"
@@ -652,12 +645,6 @@ def _pyav_frames(
     window = None
     if clip is not None:
         window = (probe.start_time + clip[0], probe.start_time + clip[1])
-    options = {
-        "protocol_whitelist": "file",
-        "format_whitelist": ALLOWED_DEMUXERS,
-        "probesize": str(PROBE_SIZE),
-        "analyzeduration": str(ANALYZE_DURATION),
-    }
     got = 0
     try:
         for item in frame_decode.decode_selected(
@@ -667,7 +654,7 @@ def _pyav_frames(
             height=probe.height,
             rotation=probe.rotation,
             window=window,
-            container_options=options,
+            container_options=_container_options(),
             timeout_s=timeout_s,
             threads=threads,
         ):
