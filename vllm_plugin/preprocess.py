@@ -711,7 +711,7 @@ def decode_frames(
     last: np.ndarray | None = None
     done: set[int] = set()
     frames = DECODERS[name](path, probe, wanted, clip=clip, timeout_s=timeout_s, threads=threads)
-    # Overlay and resize run on a second thread while the next frames decode (PIL and
+    # Overlay and resize run on stamping threads while the next frames decode (PIL and
     # libav release the GIL); at most a few full-size frames wait in between.
     in_flight: list = []
     with ThreadPoolExecutor(max_workers=STAMP_THREADS) as stamper:
