@@ -86,13 +86,13 @@ def test_prepared_container_round_trip_and_refusals() -> None:
     data = prepared_media.encode(frames, audio, 3, {"intervals": [[0, 1]]})
     assert data == prepared_media.encode(frames, audio, 3, {"intervals": [[0, 1]]})
     assert prepared_media.is_prepared(data)
-    media = prepared_media.decode(data)
+    media = prepared_media.decode(data, frame_size=64)
     assert media.frames.shape == frames.shape and media.duration == 3
     assert np.abs(media.audio - audio).max() < 1e-4
     with pytest.raises(prepared_media.PreparedMediaError):
-        prepared_media.decode(data[: len(data) // 2])
-    with pytest.raises(prepared_media.PreparedMediaError, match="1 to 2 frames"):
-        prepared_media.decode(data, max_frames=2)
+        prepared_media.decode(data[: len(data) // 2], frame_size=64)
+    with pytest.raises(prepared_media.PreparedMediaError, match="from 1 to 2"):
+        prepared_media.decode(data, max_frames=2, frame_size=64)
     assert not prepared_media.is_prepared(b"\x00\x00\x00\x18ftypmp42")
 
 

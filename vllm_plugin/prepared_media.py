@@ -39,6 +39,11 @@ JPEG_QUALITY = 97
 # A fixed timestamp for every member: equal inputs give equal bytes.
 _ZIP_TIME = (2025, 1, 1, 0, 0, 0)
 _MAGIC = b"PK\x03\x04"
+MAX_AUDIO_SECONDS = 300  # the pipeline keeps at most 300 s of audio (§3.1)
+MAX_MANIFEST_BYTES = 64 * 1024
+# A 640x640 JPEG at quality 97 with 4:4:4 chroma: 100-450 kB on real video; noise
+# reaches ~1 MB. Above 4 MB a member is not a frame this encoder wrote.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 
 class PreparedMediaError(ValueError):
@@ -105,37 +110,127 @@ def is_prepared(data: bytes) -> bool:
     return head.startswith(_MAGIC) and MANIFEST.encode() in head
 
 
-def decode(data: bytes, *, max_frames: int = 150) -> PreparedMedia:
+def _manifest_int(manifest: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = manifest.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PreparedMediaError(f"manifest {key!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _members(archive: zipfile.ZipFile, count: int, audio_samples: int) -> None:
+    """Exactly the members the format has, stored (not compressed: nothing inflates
+    past the container's own bytes), each within the size its content can have."""
+    expected = {MANIFEST: MAX_MANIFEST_BYTES, "audio.flac": _flac_bound(audio_samples)}
+    expected.update({f"frames/{i:03d}.jpg": MAX_FRAME_BYTES for i in range(count)})
+    entries = archive.infolist()
+    names = [entry.filename for entry in entries]
+    if len(names) != len(expected) or set(names) != set(expected):
+        raise PreparedMediaError(
+            f"a container of {count} frames holds {MANIFEST}, frames/000.jpg ... and "
+            f"audio.flac; got {len(names)} members"
+        )
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise PreparedMediaError(f"member {entry.filename} is compressed; members are stored")
+        if entry.file_size > expected[entry.filename]:
+            raise PreparedMediaError(
+                f"member {entry.filename} is {entry.file_size} bytes, over its bound of "
+                f"{expected[entry.filename]}"
+            )
+
+
+def _flac_bound(samples: int) -> int:
+    # 16-bit PCM without compression plus headers and frame overhead: FLAC never needs more.
+    return 2 * samples + 64 * 1024 + samples // 64
+
+
+def _read_audio(data: bytes, samples: int) -> np.ndarray:
     import soundfile
+
+    with soundfile.SoundFile(io.BytesIO(data)) as flac:
+        if flac.samplerate != SAMPLE_RATE or flac.channels != 1:
+            raise PreparedMediaError(
+                f"prepared audio must be 16 kHz mono, got {flac.samplerate} Hz, "
+                f"{flac.channels} channels"
+            )
+        # Read one sample more than the manifest says: a longer stream is refused
+        # without decoding the rest.
+        audio = flac.read(frames=samples + 1, dtype="float32", always_2d=False)
+    if len(audio) != samples:
+        raise PreparedMediaError(
+            f"prepared audio holds {'more than ' if len(audio) > samples else ''}"
+            f"{min(len(audio), samples)} samples, the manifest says {samples}"
+        )
+    return audio
+
+
+def _read_frame(data: bytes, index: int, size: int) -> np.ndarray:
     from PIL import Image
 
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        manifest = json.loads(archive.read(MANIFEST))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
-        raise PreparedMediaError(f"not a valid {FORMAT} container: {e}") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    # The header's size is checked before any pixel is decoded.
+    image = Image.open(io.BytesIO(data), formats=["JPEG"])
+    if image.size != (size, size) or image.mode not in ("RGB", "YCbCr"):
         raise PreparedMediaError(
-            f"unsupported prepared container {manifest.get('format')!r} "
-            f"version {manifest.get('version')!r} (expected {FORMAT} {VERSION})"
+            f"frame {index} is a {image.size[0]}x{image.size[1]} {image.mode} image; "
+            f"frames are {size}x{size} RGB"
         )
-    count = int(manifest["num_frames"])
-    if not 1 <= count <= max_frames:
-        raise PreparedMediaError(f"a prepared video holds 1 to {max_frames} frames, not {count}")
-    height, width = manifest["frame_size"]
-    frames = np.empty((count, height, width, 3), dtype=np.uint8)
+    frame = np.asarray(image.convert("RGB"))
+    if frame.shape != (size, size, 3):
+        raise PreparedMediaError(f"frame {index} decoded to {frame.shape}")
+    return frame
+
+
+def decode(data: bytes, *, max_frames: int = 150, frame_size: int = 640) -> PreparedMedia:
+    """The container's frames, audio and duration; any defect is a PreparedMediaError
+    (a 400 from the server). Memory is bounded by the format: at most `max_frames`
+    frames of `frame_size`^2 and 300 s of audio, whatever the manifest claims."""
+    try:
+        return _decode(data, max_frames, frame_size)
+    except PreparedMediaError:
+        raise
+    except MemoryError:
+        raise PreparedMediaError("the prepared container does not fit in memory") from None
+    except Exception as e:  # noqa: BLE001 (zipfile, JSON, PIL and libsndfile raise their own types)
+        raise PreparedMediaError(
+            f"not a valid {FORMAT} container: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _decode(data: bytes, max_frames: int, frame_size: int) -> PreparedMedia:
+    archive = zipfile.ZipFile(io.BytesIO(data))
     with archive:
+        entry = archive.getinfo(MANIFEST)
+        if entry.file_size > MAX_MANIFEST_BYTES or entry.compress_type != zipfile.ZIP_STORED:
+            raise PreparedMediaError(
+                f"{MANIFEST} must be stored and at most {MAX_MANIFEST_BYTES} bytes"
+            )
+        manifest = json.loads(archive.read(MANIFEST))
+        if not isinstance(manifest, dict):
+            raise PreparedMediaError(f"{MANIFEST} must be a JSON object")
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise PreparedMediaError(
+                f"unsupported prepared container {manifest.get('format')!r} "
+                f"version {manifest.get('version')!r} (expected {FORMAT} {VERSION})"
+            )
+        count = _manifest_int(manifest, "num_frames", 1, max_frames)
+        duration = _manifest_int(manifest, "duration", 1, MAX_AUDIO_SECONDS)
+        samples = _manifest_int(manifest, "audio_samples", 1, MAX_AUDIO_SECONDS * SAMPLE_RATE)
+        if manifest.get("frame_size") != [frame_size, frame_size]:
+            raise PreparedMediaError(
+                f"frames must be {frame_size}x{frame_size}, the manifest says "
+                f"{manifest.get('frame_size')!r}"
+            )
+        if manifest.get("sample_rate") != SAMPLE_RATE:
+            raise PreparedMediaError(f"prepared audio must be {SAMPLE_RATE} Hz")
+        info = manifest.get("info", {})
+        if not isinstance(info, dict):
+            raise PreparedMediaError("manifest 'info' must be an object")
+        _members(archive, count, samples)
+        frames = np.empty((count, frame_size, frame_size, 3), dtype=np.uint8)
         for i in range(count):
-            # Each JPEG is checked against the manifest's size before it is decoded
-            # in full, so a crafted member cannot blow up memory.
-            image = Image.open(io.BytesIO(archive.read(f"frames/{i:03d}.jpg")))
-            if image.size != (width, height):
-                raise PreparedMediaError(f"frame {i} is {image.size}, expected {width}x{height}")
-            frames[i] = np.asarray(image.convert("RGB"))
-        audio, rate = soundfile.read(io.BytesIO(archive.read("audio.flac")), dtype="float32")
-    if rate != SAMPLE_RATE or audio.ndim != 1:
-        raise PreparedMediaError(f"prepared audio must be 16 kHz mono, got {rate} Hz {audio.shape}")
-    return PreparedMedia(frames, audio, int(manifest["duration"]), manifest.get("info", {}))
+            frames[i] = _read_frame(archive.read(f"frames/{i:03d}.jpg"), i, frame_size)
+        audio = _read_audio(archive.read("audio.flac"), samples)
+    return PreparedMedia(frames, audio, duration, info)
 
 
 __all__ = [
