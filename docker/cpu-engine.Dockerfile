@@ -5,8 +5,10 @@
 # noise answers); a 7B checkpoint also loads, slowly, given the RAM.
 #
 #   docker build -f docker/cpu-engine.Dockerfile -t arc-video-serve/cpu-engine:0.1.0 .
-#   docker run -p 8000:8000 --shm-size 2g --cap-add SYS_NICE arc-video-serve/cpu-engine:0.1.0 tiny \
-#       --dtype float32 --gpu-memory-utilization 0.2 --enforce-eager
+#   docker run -p 8000:8000 --shm-size 2g --cap-add SYS_NICE arc-video-serve/cpu-engine:0.1.0
+#
+# (arguments after the image name replace CMD below: `tiny --dtype float32
+# --kv-cache-memory-bytes 256M --enforce-eager ...`, or a checkpoint directory you mount).
 #
 # The build context is the repository root (see /.dockerignore).
 
@@ -41,13 +43,31 @@ RUN --mount=type=bind,target=/tmp/arc-src,rw \
     pip install --no-cache-dir /tmp/arc-src \
  && arc-serve --help > /dev/null
 
-# `arc-serve tiny` writes the tiny checkpoint here once (a volume keeps it).
-ENV ARC_TINY_DIR=/root/.cache/arc-video-serve/tiny \
-    HF_HOME=/root/.cache/huggingface
+# An unprivileged user (fixed uid/gid 10001, so Kubernetes' runAsNonRoot can check it)
+# owning the caches: `arc-serve tiny` writes the tiny checkpoint under ARC_TINY_DIR once (a
+# volume on /home/arc/.cache/arc-video-serve keeps it).
+RUN groupadd --system --gid 10001 arc \
+ && useradd --system --uid 10001 --gid arc --create-home --home-dir /home/arc arc \
+ && mkdir -p /home/arc/.cache/arc-video-serve /home/arc/.cache/huggingface \
+ && chown -R arc:arc /home/arc/.cache
+
+# TORCH_COMPILE_DISABLE: torch.compile on CPU needs a C++ compiler, which this image does
+# not carry. --enforce-eager alone is not enough: vLLM 0.32 still compiles its logprobs op
+# with inductor (vllm/v1/sample/ops/logprobs.py), so a request with `logprobs` would kill
+# the engine. tests/test_images_cpu_engine.py runs this ENV and CMD with no compiler.
+ENV HOME=/home/arc \
+    ARC_TINY_DIR=/home/arc/.cache/arc-video-serve/tiny \
+    HF_HOME=/home/arc/.cache/huggingface \
+    TORCH_COMPILE_DISABLE=1
+
+USER 10001:10001
+WORKDIR /home/arc
 EXPOSE 8000
 
-# torch.compile on CPU needs a C++ compiler, which this image does not carry: run with
-# --enforce-eager (the compose `cpu` profile does).
+# A KV cache of a fixed size (256 MiB: six 20,480-token sequences of the tiny model in
+# float32) instead of a share of the machine's RAM, and eager mode: with both, vLLM's CPU
+# worker skips its memory-profiling warm-up, so the engine starts the same way on any
+# machine with the memory.
 ENTRYPOINT ["arc-serve"]
 CMD ["tiny", "--host", "0.0.0.0", "--port", "8000", "--dtype", "float32", \
-     "--gpu-memory-utilization", "0.2", "--enforce-eager"]
+     "--kv-cache-memory-bytes", "256M", "--enforce-eager"]

@@ -4,7 +4,7 @@
 #
 #   docker build -f docker/engine.Dockerfile -t arc-video-serve/engine:0.1.0 .
 #   docker run --gpus all --ipc=host -p 8000:8000 \
-#       -v hf-cache:/root/.cache/huggingface arc-video-serve/engine:0.1.0 \
+#       -v hf-cache:/home/arc/.cache/huggingface arc-video-serve/engine:0.1.0 \
 #       TencentARC/ARC-Hunyuan-Video-7B --tensor-parallel-size 2
 #
 # The build context is the repository root (see /.dockerignore).
@@ -34,8 +34,19 @@ RUN --mount=type=bind,target=/tmp/arc-src,rw \
  && rm -f /tmp/base-constraints.txt \
  && arc-serve --help > /dev/null
 
-# The model cache (mount a volume here) and vLLM's port.
-ENV HF_HOME=/root/.cache/huggingface
+# An unprivileged user (fixed uid/gid 10001, so Kubernetes' runAsNonRoot can check it).
+# vLLM's caches (torch.compile, Triton, FlashInfer, the hub's: mount a volume on HF_HOME)
+# go under HOME; the chat template goes to /tmp.
+RUN groupadd --system --gid 10001 arc \
+ && useradd --system --uid 10001 --gid arc --create-home --home-dir /home/arc arc \
+ && mkdir -p /home/arc/.cache/huggingface \
+ && chown -R arc:arc /home/arc/.cache
+
+ENV HOME=/home/arc \
+    HF_HOME=/home/arc/.cache/huggingface
+
+USER 10001:10001
+WORKDIR /home/arc
 EXPOSE 8000
 
 # `arc-serve CHECKPOINT [vllm serve options]`: vLLM's OpenAI server with the chat template,

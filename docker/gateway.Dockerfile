@@ -37,11 +37,11 @@ RUN --mount=type=bind,target=/tmp/arc-src,rw \
 FROM python:3.11.14-slim-bookworm
 
 # ffmpeg/ffprobe for probing and decoding uploads, Liberation Sans for the timestamp
-# overlay; an unprivileged user (fixed uid/gid 10001, so Kubernetes' runAsNonRoot can check
-# it) owning the files directory. The base image's own pip goes too.
+# overlay, tini as PID 1; an unprivileged user (fixed uid/gid 10001, so Kubernetes'
+# runAsNonRoot can check it) owning the files directory. The base image's own pip goes too.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ffmpeg fonts-liberation \
+        ffmpeg fonts-liberation tini \
  && rm -rf /var/lib/apt/lists/* \
  && python -m pip uninstall -y pip setuptools wheel \
  && groupadd --system --gid 10001 arc \
@@ -64,5 +64,8 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('ARC_GATEWAY_PORT', '8080'), timeout=4)"]
 
-# Every option is a flag or an ARC_GATEWAY_* variable (`arc-gateway --help`).
-ENTRYPOINT ["arc-gateway"]
+# tini is PID 1 wherever the image runs (Kubernetes has no `init: true`): it reaps ffmpeg
+# processes orphaned when a decode worker dies and passes SIGTERM on to arc-gateway, which
+# then lets accepted requests finish. Every option is a flag or an ARC_GATEWAY_* variable
+# (`arc-gateway --help`).
+ENTRYPOINT ["/usr/bin/tini", "--", "arc-gateway"]
