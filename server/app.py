@@ -2,7 +2,9 @@
 
 A chat request's video (a file id, a data URL or an https URL) is prepared here, in the
 decode workers, and forwarded to vLLM as the plugin's compact prepared container, so
-vLLM never sees the user's file. Everything else in the request passes through.
+vLLM never sees the user's file. The request is parsed into closed models (unknown keys
+are refused) and the upstream request is rebuilt from the validated fields alone: one user
+message of text and the prepared video, and the allowed sampling parameters.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,17 +36,20 @@ from .files import FileStore, StoredFile
 from .ingest import Ingestor, VideoSummary
 from .metrics import Metrics
 from .schemas import (
+    SAMPLING_PARAMETERS,
     ChatCompletion,
     ChatCompletionRequest,
     ContentPart,
     FileDeleted,
     FileList,
     FileObject,
+    Message,
+    ModelCard,
     ModelList,
     VideoOptions,
     VideoUsage,
 )
-from .uploads import decode_data_url, read_body, receive_upload
+from .uploads import MAX_JSON_BYTES, ChatBody, decode_data_url, read_chat_body, receive_upload
 from .upstream import TRANSPORT_ERRORS, Upstream, unavailable
 
 log = logging.getLogger("arc.gateway")
@@ -70,12 +76,13 @@ class Gateway:
         return await self.ingestor.prepare(path, options.start, options.end)
 
     async def video_from_url(
-        self, url: str, options: VideoOptions, log_fields: dict
+        self, url: str, options: VideoOptions, body: ChatBody, cleanup: ExitStack, log_fields: dict
     ) -> tuple[bytes, VideoSummary, str | None]:
-        """(prepared container, summary, file id when it is a stored file)."""
+        """(prepared container, summary, file id when it is a stored file). A stored file
+        stays pinned until `cleanup` closes (the question is done)."""
         s = self.settings
         if url.startswith("file-"):
-            stored = self.store.get(url)
+            stored = cleanup.enter_context(self.store.using(url))
             log_fields["video_source"] = "file"
             cached = self.store.prepared(stored.id, options.start, options.end)
             if cached is not None:
@@ -90,9 +97,16 @@ class Gateway:
             )
             return container, summary, stored.id
 
+        spooled = body.files.get(url)
+        if spooled is not None:  # a data URL, decoded to disk as it arrived
+            log_fields["video_source"] = "data_url"
+            return await self._prepare_upload(spooled.path, spooled.size, options, log_fields)
         tmp = self.store.incoming_path()
+        cleanup.callback(tmp.unlink, missing_ok=True)
         try:
             if url.startswith("data:"):
+                # Only a data URL the streaming reader did not take apart (an escaped key)
+                # comes here: it is within the JSON's small cap.
                 log_fields["video_source"] = "data_url"
                 size = decode_data_url(url, tmp, s.max_upload_bytes)
             elif url.startswith(("https://", "http://")):
@@ -107,17 +121,22 @@ class Gateway:
                     "bad_video_url",
                     param="video_url",
                 )
-            self.metrics.upload_bytes.inc(size)
-            log_fields["bytes_in"] = size
-            if size == 0:
-                raise APIError(400, "the video is empty (0 bytes)", "empty_file")
-            container, summary = await self._prepare_file(tmp, options)
-            log_fields["decode_wait_s"] = summary.wait_s
-            return container, summary, None
         except safe_fetch.FetchError as e:
             raise APIError(e.status_code, e.message, e.code, param="video_url") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        return await self._prepare_upload(tmp, size, options, log_fields)
+
+    async def _prepare_upload(
+        self, path: Path, size: int, options: VideoOptions, log_fields: dict
+    ) -> tuple[bytes, VideoSummary, None]:
+        self.metrics.upload_bytes.inc(size)
+        log_fields["bytes_in"] = size
+        if size == 0:
+            raise APIError(400, "the video is empty (0 bytes)", "empty_file")
+        container, summary = await self._prepare_file(path, options)
+        log_fields["decode_wait_s"] = summary.wait_s
+        if summary.notes:
+            log_fields["video_notes"] = summary.notes
+        return container, summary, None
 
     def fetch_policy(self) -> safe_fetch.FetchPolicy:
         s = self.settings
@@ -130,30 +149,40 @@ class Gateway:
         )
 
 
-def _video_parts(req: ChatCompletionRequest) -> list[tuple[int, int, ContentPart]]:
-    found = []
-    for m, message in enumerate(req.messages):
-        if isinstance(message.content, list):
-            for p, part in enumerate(message.content):
-                if part.type in ("video_url", "file", "input_video"):
-                    found.append((m, p, part))
-                elif part.type in ("image_url", "input_audio", "audio_url"):
-                    raise APIError(
-                        400,
-                        f"content type {part.type!r} is not supported: send one video "
-                        "(video_url) and text",
-                        "unsupported_content",
-                        param=f"messages[{m}].content[{p}]",
-                    )
-    return found
+def _user_message(req: ChatCompletionRequest) -> Message:
+    """The one user message the model takes (its chat template refuses anything else)."""
+    if len(req.messages) != 1 or req.messages[0].role != "user":
+        raise APIError(
+            400,
+            "the model takes a single user message (no system prompt, no earlier turns); "
+            f"this request has {len(req.messages)} message(s), the first from "
+            f"{req.messages[0].role!r}",
+            "single_user_message",
+            param="messages",
+        )
+    message = req.messages[0]
+    if not message.content:
+        raise APIError(400, "the user message has no content", "invalid_request", param="messages")
+    return message
 
 
-def _part_url(part: ContentPart, where: str) -> str:
-    if part.type == "file" and part.file is not None:
+def _part_url(part: ContentPart) -> str:
+    if part.file is not None:
         return part.file.file_id
-    if part.video_url is not None:
-        return part.video_url.url
-    raise APIError(400, f"{where} has no video_url.url", "bad_video_url", param=where)
+    assert part.video_url is not None
+    return part.video_url.url
+
+
+# What a client sees as the model's name: never a server path.
+_CLEAN_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+
+
+def public_model_name(settings: Settings, upstream_name: str | None) -> str:
+    if settings.served_model_name:
+        return settings.served_model_name
+    if upstream_name and _CLEAN_NAME.match(upstream_name):
+        return upstream_name
+    return "arc"
 
 
 def _file_object(stored: StoredFile) -> FileObject:
@@ -231,11 +260,28 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            # The catch-all 500 handler sits outside this middleware: log what it sends.
-            if status == 0:
-                status = 500
-            raise
+        except Exception as exc:
+            # Answered here rather than by Starlette's outer handler, which re-raises and so
+            # makes uvicorn close a keep-alive connection that pooled clients then find reset.
+            log.exception("unexpected error", exc_info=exc)
+            fields["error"] = type(exc).__name__
+            self.metrics.rejections.labels("internal").inc()
+            if status != 0:
+                raise  # the answer had begun: nothing sound left to send
+            body = json.dumps(
+                error_body(500, "internal error in the gateway; see its log", "internal")
+            ).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             seconds = time.perf_counter() - t0
             route = scope.get("route")
@@ -291,18 +337,21 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok"}
 
+    async def model_name() -> str:
+        return public_model_name(settings, await upstream().model(settings.model))
+
     @app.get("/ready")
     async def ready() -> JSONResponse:
         try:
             listing = await upstream().get_json("/v1/models", timeout_s=5)
         except APIError as e:
             return JSONResponse(error_body(503, e.message, "not_ready"), status_code=503)
-        models = [m.get("id") for m in listing.get("data", [])]
+        models = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
         if not models:
             return JSONResponse(
                 error_body(503, "the model server has no model loaded", "not_ready"), 503
             )
-        return JSONResponse({"status": "ready", "models": models})
+        return JSONResponse({"status": "ready", "models": [await model_name()]})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
@@ -310,8 +359,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
-        listing = await upstream().get_json("/v1/models", timeout_s=10)
-        return ModelList.model_validate({"object": "list", "data": listing.get("data", [])})
+        # The one model, by its public name (vLLM's card holds the checkpoint's path).
+        return ModelList(data=[ModelCard(id=await model_name())])
 
     # -- files ---------------------------------------------------------------------------
 
@@ -332,6 +381,13 @@ def create_app(settings: Settings) -> FastAPI:
             fields["bytes_in"] = upload.size
             if upload.size == 0:
                 raise APIError(400, "the uploaded file is empty (0 bytes)", "empty_file")
+            if upload.size > gateway.store.budget_bytes:  # refused before decoding it
+                raise APIError(
+                    413,
+                    f"the video ({upload.size / 2**20:.1f} MiB) is larger than the file "
+                    f"store's whole budget ({gateway.store.budget_bytes / 2**20:g} MiB)",
+                    "file_exceeds_storage",
+                )
             assert gateway.ingestor is not None
             container, summary = await gateway.ingestor.prepare(dest)
             stored = gateway.store.add(
@@ -339,6 +395,8 @@ def create_app(settings: Settings) -> FastAPI:
             )
         finally:
             dest.unlink(missing_ok=True)
+        if summary.notes:
+            fields["video_notes"] = summary.notes
         fields.update(
             file_id=stored.id,
             frames=summary.frames,
@@ -385,68 +443,81 @@ def create_app(settings: Settings) -> FastAPI:
             )
         gateway.inflight += 1
         metrics.inflight.set(gateway.inflight)
+        # Spooled data URLs, temporary files and pins on stored files: released when the
+        # answer is done (by the stream's end for a streamed answer).
+        cleanup = ExitStack()
         handed_to_stream = False
         try:
-            response = await _chat(request)
+            response = await _chat(request, cleanup)
             handed_to_stream = isinstance(response, StreamingResponse)
             return response
         finally:
             if not handed_to_stream:
+                cleanup.close()
                 gateway.inflight -= 1
                 metrics.inflight.set(gateway.inflight)
 
-    async def _chat(request: Request) -> Response:
+    async def _chat(request: Request, cleanup: ExitStack) -> Response:
         s = settings
         fields = request.state.log
-        # Data URLs travel in the JSON body: cap it at the video cap in base64 + text.
-        body = await read_body(
-            request,
-            s.max_upload_bytes * 4 // 3 + 1024 * 1024,
-            s.upload_read_timeout_s,
-            s.upload_total_timeout_s,
-        )
+        # Data URLs go to disk as they arrive; the rest of the JSON has a small cap.
+        body = ChatBody(gateway.store.incoming_path, s.max_upload_bytes, MAX_JSON_BYTES)
+        cleanup.callback(body.cleanup)
+        raw = await read_chat_body(request, body, s.upload_read_timeout_s, s.upload_total_timeout_s)
         try:
-            req = ChatCompletionRequest.model_validate_json(body)
+            req = ChatCompletionRequest.model_validate_json(raw)
         except ValidationError as e:
             raise invalid_request(e.errors()) from None
+        del raw
+        message = _user_message(req)
         options = req.video or VideoOptions()
-        parts = _video_parts(req)
-        if len(parts) > 1:
+        parts = message.content or []
+        videos = [p for p, part in enumerate(parts) if part.type != "text"]
+        if len(videos) > 1:
             raise APIError(
                 400,
-                f"the model takes one video per request; this one has {len(parts)}",
+                f"the model takes one video per request; this one has {len(videos)}",
                 "too_many_videos",
                 param="messages",
             )
-        if (options.start is not None or options.end is not None) and not parts:
+        if (options.start is not None or options.end is not None) and not videos:
             raise APIError(400, "video.start/end given without a video", "no_video")
 
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        # The upstream request is rebuilt from validated fields only.
+        content: list[dict[str, Any]] = []
         summary: VideoSummary | None = None
         file_id: str | None = None
-        if parts:
-            m, p, part = parts[0]
-            where = f"messages[{m}].content[{p}]"
+        for part in parts:
+            if part.type == "text":
+                content.append({"type": "text", "text": part.text})
+                continue
             container, summary, file_id = await gateway.video_from_url(
-                _part_url(part, where), options, fields
+                _part_url(part), options, body, cleanup, fields
             )
             metrics.forwarded_bytes.inc(len(container))
             url = f"data:{PREPARED_MIME};base64," + base64.b64encode(container).decode()
-            messages[m]["content"][p] = {"type": "video_url", "video_url": {"url": url}}
+            del container
+            content.append({"type": "video_url", "video_url": {"url": url}})
             fields.setdefault("decode_s", summary.decode_s)
             fields.update(
-                frames=summary.frames, has_audio=summary.has_audio, forwarded_bytes=len(container)
+                frames=summary.frames,
+                has_audio=summary.has_audio,
+                forwarded_bytes=summary.prepared_bytes,
             )
 
-        payload = req.model_dump(exclude_none=True, exclude={"video"})
-        payload["messages"] = messages
+        payload: dict[str, Any] = req.model_dump(
+            include=set(SAMPLING_PARAMETERS), exclude_none=True
+        )
+        payload["messages"] = [{"role": "user", "content": content}]
         payload["model"] = await upstream().model(s.model)
-        template_kwargs = dict(req.chat_template_kwargs or {})
-        if options.task:
-            template_kwargs["task"] = options.task
-        if template_kwargs:
-            payload["chat_template_kwargs"] = template_kwargs
-        task = str(template_kwargs.get("task", "qa"))
+        payload["stream"] = req.stream
+        if req.stream_options is not None:
+            payload["stream_options"] = req.stream_options.model_dump()
+        task = options.task or (req.chat_template_kwargs and req.chat_template_kwargs.task)
+        if task:
+            payload["chat_template_kwargs"] = {"task": task}
+        task = task or "qa"
+        name = public_model_name(s, payload["model"])
         headers = {"X-Request-Id": request.state.request_id}
         if file_id:
             # Lets a session-affine router send questions about one file to one replica
@@ -455,15 +526,23 @@ def create_app(settings: Settings) -> FastAPI:
         usage_extra = _video_usage(summary, s.video_tokens_per_frame) if summary else None
 
         if req.stream:
-            return await _stream(request, payload, headers, task, usage_extra, fields)
+            return await _stream(
+                request, payload, headers, task, name, usage_extra, fields, cleanup
+            )
 
         t0 = time.perf_counter()
-        data = await _unless_disconnected(request, upstream().chat(payload, headers))
+        data = await _unless_disconnected(request, upstream().chat(payload, headers, fields))
         upstream_s = time.perf_counter() - t0
         metrics.upstream_seconds.observe(upstream_s)
         metrics.upstream_ttft_seconds.observe(upstream_s)
         fields["upstream_s"] = round(upstream_s, 4)
-        completion = ChatCompletion.model_validate(data)
+        try:
+            completion = ChatCompletion.model_validate(data)
+        except ValidationError:
+            raise APIError(
+                502, "the model server sent an answer the gateway cannot read", "upstream_error"
+            ) from None
+        completion.model = name
         for choice in completion.choices:
             choice.structured = parse_answer(choice.message.content, task)
         if completion.usage is not None and usage_extra is not None:
@@ -478,11 +557,13 @@ def create_app(settings: Settings) -> FastAPI:
         payload: dict,
         headers: dict[str, str],
         task: str,
+        name: str,
         usage_extra: VideoUsage | None,
         fields: dict,
+        cleanup: ExitStack,
     ) -> StreamingResponse:
         t0 = time.perf_counter()
-        response = await upstream().open_stream(payload, headers)
+        response = await upstream().open_stream(payload, headers, fields)
 
         async def events() -> AsyncIterator[bytes]:
             first = True
@@ -500,7 +581,8 @@ def create_app(settings: Settings) -> FastAPI:
                         ttft = time.perf_counter() - t0
                         metrics.upstream_ttft_seconds.observe(ttft)
                         fields["upstream_ttft_s"] = round(ttft, 4)
-                    yield b"data: " + _annotate_chunk(data, texts, task, usage_extra) + b"\n\n"
+                    chunk = _annotate_chunk(data, texts, task, name, usage_extra)
+                    yield b"data: " + chunk + b"\n\n"
             except TRANSPORT_ERRORS as e:
                 error = unavailable(e)
                 fields["stream_error"] = error.code
@@ -508,6 +590,7 @@ def create_app(settings: Settings) -> FastAPI:
                 yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
             finally:
                 await response.aclose()
+                cleanup.close()
                 upstream_s = time.perf_counter() - t0
                 metrics.upstream_seconds.observe(upstream_s)
                 fields["upstream_s"] = round(upstream_s, 4)
@@ -520,27 +603,31 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    metrics.create_labels(
+        [r.path for r in app.routes if getattr(r, "path", "") not in ("/metrics", "/health")]
+    )
     return app
 
 
 def _annotate_chunk(
-    data: str, texts: dict[int, str], task: str, usage_extra: VideoUsage | None
+    data: str, texts: dict[int, str], task: str, name: str, usage_extra: VideoUsage | None
 ) -> bytes:
-    """Adds the gateway's fields to a stream chunk: the structured answer on the chunk that
-    finishes a choice, the video usage on the usage chunk. Other chunks pass unchanged."""
+    """Adds the gateway's fields to a stream chunk: the model's public name, the structured
+    answer on the chunk that finishes a choice, the video usage on the usage chunk."""
     try:
         chunk = json.loads(data)
     except ValueError:
         return data.encode()
-    changed = False
+    if not isinstance(chunk, dict):
+        return data.encode()
+    if "model" in chunk:
+        chunk["model"] = name
     for choice in chunk.get("choices") or []:
         index = choice.get("index", 0)
         delta = choice.get("delta") or {}
         texts[index] = texts.get(index, "") + (delta.get("content") or "")
         if choice.get("finish_reason"):
             choice["structured"] = parse_answer(texts[index], task).model_dump(exclude_none=True)
-            changed = True
     if chunk.get("usage") and usage_extra is not None:
         chunk["usage"]["video"] = usage_extra.model_dump(exclude_none=True)
-        changed = True
-    return json.dumps(chunk).encode() if changed else data.encode()
+    return json.dumps(chunk).encode()

@@ -36,6 +36,13 @@ class Settings:
         default=None,
         metadata={"help": "model name sent upstream (default: the first model it lists)"},
     )
+    served_model_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "model name shown to clients (default: vLLM's served name when it is "
+            "not a path, else arc)"
+        },
+    )
     files_dir: str = field(
         default_factory=_default_files_dir,
         metadata={"help": "where uploaded videos and their prepared forms are kept"},

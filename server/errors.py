@@ -24,6 +24,7 @@ _TYPES = {
     502: "upstream_error",
     503: "service_unavailable_error",
     504: "timeout_error",
+    507: "server_error",
 }
 
 
@@ -68,6 +69,16 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
+def _where(loc: Sequence[Any]) -> str:
+    """("messages", 0, "content", 1, "uuid") -> "messages[0].content[1].uuid"."""
+    where = ""
+    for part in loc:
+        if part == "body":
+            continue
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return where or "body"
+
+
 def invalid_request(errors: Sequence[Any]) -> APIError:
     """A 400 from pydantic/FastAPI validation errors: the first problem, where it is."""
     if not errors:
@@ -76,10 +87,14 @@ def invalid_request(errors: Sequence[Any]) -> APIError:
     if first.get("type") == "json_invalid":
         message = f"the request body is not valid JSON: {first.get('msg', '')}"
         return APIError(400, message, "invalid_json")
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    where = _where(first.get("loc", ()))
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if first.get("type") == "extra_forbidden":
+        message = f"unknown or unsupported parameter: {where}{more}"
+        return APIError(400, message, "unknown_parameter", param=where)
+    code = "unsupported_content" if first.get("type") == "unsupported_content" else None
     message = f"{where}: {first.get('msg', 'invalid')}{more}"
-    return APIError(400, message, "invalid_request", param=where)
+    return APIError(400, message, code or "invalid_request", param=where)
 
 
 def install_error_handlers(app: FastAPI, on_error=None) -> None:

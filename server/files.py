@@ -2,23 +2,38 @@
 
 Layout: `<root>/<file-id>/{source, meta.json, prepared-<clip>.arcz}` and `<root>/.incoming/`
 for uploads in progress (same filesystem, so storing is a rename). Ids are generated
-(`file-` + 24 hex digits) and checked before any path is built from them. Files expire
-after a TTL; over the disk budget the oldest go first.
+(`file-` + 24 hex digits) and checked before any path is built from them.
+
+The store keeps what it accepted: a file that cannot fit the disk budget is refused before
+it is acknowledged; bytes still arriving (`.incoming`) count for nothing; a file a question
+is using is pinned (not evicted, and a DELETE takes effect when the question is done).
+Over the budget, clip caches go first, then the files used least recently. Files expire
+after a TTL.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import APIError
 
-_ID = re.compile(r"^file-[0-9a-f]{24}$")
+log = logging.getLogger("arc.gateway")
+
+# \Z, not $: "$" also matches before a trailing newline.
+_ID = re.compile(r"\Afile-[0-9a-f]{24}\Z")
+FULL = "prepared-full.arcz"
+# meta.json and the prepared form's summary (a few hundred bytes).
+META_MARGIN = 2048
 
 
 @dataclass
@@ -33,12 +48,17 @@ class StoredFile:
 
 
 class FileStore:
+    """All methods are synchronous and called from the event loop's thread only: each runs
+    to its end before another request's, which is the store's lock."""
+
     def __init__(self, root: str | Path, budget_bytes: int, ttl_s: int):
         self.root = Path(root)
         self.incoming = self.root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.budget_bytes = budget_bytes
         self.ttl_s = ttl_s
+        self.pins: dict[str, int] = {}
+        self.doomed: set[str] = set()  # deleted or expired while pinned
 
     @staticmethod
     def new_id() -> str:
@@ -49,7 +69,7 @@ class FileStore:
 
     def _dir(self, file_id: str) -> Path:
         if not _ID.match(file_id):
-            raise APIError(404, f"no file with id {file_id[:64]!r}", "file_not_found")
+            raise _not_found(file_id)
         return self.root / file_id
 
     def add(
@@ -62,27 +82,46 @@ class FileStore:
         video: dict,
         file_id: str | None = None,
     ) -> StoredFile:
+        """Stores an upload, or refuses it (413, 507) when it cannot fit: nothing is
+        acknowledged that a sweep would drop."""
+        need = size + len(container) + META_MARGIN
+        if need > self.budget_bytes:
+            raise APIError(
+                413,
+                f"the video and its prepared form need {need / 2**20:.1f} MiB, more than the "
+                f"file store's whole budget ({self.budget_bytes / 2**20:g} MiB)",
+                "file_exceeds_storage",
+            )
+        if not self._make_room(need, files_too=True):
+            raise APIError(
+                507,
+                "the file store is full of files in use by questions; retry shortly",
+                "storage_full",
+                headers={"Retry-After": "10"},
+            )
         file_id = file_id or self.new_id()
         folder = self._dir(file_id)
         folder.mkdir(parents=True)
         source.replace(folder / "source")
-        (folder / _prepared_name(None, None)).write_bytes(container)
-        (folder / (_prepared_name(None, None) + ".json")).write_text(json.dumps(video))
+        (folder / FULL).write_bytes(container)
+        (folder / (FULL + ".json")).write_text(json.dumps(video))
         now = int(time.time())
         stored = StoredFile(file_id, filename, purpose, size, now, now + self.ttl_s, video)
         (folder / "meta.json").write_text(json.dumps(asdict(stored)))
-        self.sweep()
+        _touch(folder / "meta.json")
         return stored
 
     def get(self, file_id: str) -> StoredFile:
         folder = self._dir(file_id)
+        if file_id in self.doomed:
+            raise _not_found(file_id)
         try:
             stored = StoredFile(**json.loads((folder / "meta.json").read_text()))
         except (OSError, ValueError, TypeError):
-            raise APIError(404, f"no file with id {file_id!r}", "file_not_found") from None
+            raise _not_found(file_id) from None
         if stored.expires_at <= time.time():
             self.delete(file_id)
-            raise APIError(404, f"file {file_id!r} has expired", "file_not_found")
+            raise APIError(404, f"file {file_id!r} has expired", "file_not_found", param="file_id")
         return stored
 
     def list(self) -> list[StoredFile]:
@@ -97,10 +136,29 @@ class FileStore:
 
     def delete(self, file_id: str) -> bool:
         folder = self._dir(file_id)
-        if not folder.exists():
+        if not folder.exists() or file_id in self.doomed:
             return False
-        shutil.rmtree(folder, ignore_errors=True)
+        if self.pins.get(file_id):
+            self.doomed.add(file_id)  # removed when its last question is done
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         return True
+
+    @contextmanager
+    def using(self, file_id: str) -> Iterator[StoredFile]:
+        """Pins a stored file for the time a question uses it (404 naming it if gone)."""
+        stored = self.get(file_id)
+        self.pins[file_id] = self.pins.get(file_id, 0) + 1
+        _touch(self.root / file_id / "meta.json")
+        try:
+            yield stored
+        finally:
+            self.pins[file_id] -= 1
+            if not self.pins[file_id]:
+                del self.pins[file_id]
+                if file_id in self.doomed:
+                    self.doomed.discard(file_id)
+                    shutil.rmtree(self.root / file_id, ignore_errors=True)
 
     def source_path(self, file_id: str) -> Path:
         return self._dir(file_id) / "source"
@@ -112,36 +170,107 @@ class FileStore:
         path = self._dir(file_id) / _prepared_name(start, end)
         try:
             summary = json.loads(path.with_name(path.name + ".json").read_text())
-            return path.read_bytes(), summary
+            data = path.read_bytes()
         except (FileNotFoundError, ValueError):
             return None
+        _touch(path)
+        return data, summary
 
     def keep_prepared(
         self, file_id: str, start: float | None, end: float | None, container: bytes, summary: dict
     ) -> None:
+        """Caches a clip's prepared form if it fits (evicting older clip caches, never files)."""
         folder = self._dir(file_id)
-        if not folder.exists():
+        if not folder.exists() or file_id in self.doomed:
+            return
+        encoded = json.dumps(summary).encode()
+        if not self._make_room(len(container) + len(encoded), files_too=False):
+            log.info(json.dumps({"event": "clip_not_cached", "file_id": file_id}))
             return
         name = _prepared_name(start, end)
-        for suffix, data in ((".json", json.dumps(summary).encode()), ("", container)):
+        for suffix, data in ((".json", encoded), ("", container)):
             tmp = folder / f".{secrets.token_hex(8)}"
             tmp.write_bytes(data)
+            _touch(tmp)
             tmp.replace(folder / (name + suffix))
 
     def usage_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        """Bytes of the stored files and their caches (uploads in progress excluded)."""
+        total = 0
+        for folder in self.root.iterdir():
+            if _ID.match(folder.name):
+                total += _size(folder)
+        return total
 
     def sweep(self) -> None:
-        """Drop expired files, then the oldest until the store fits its budget."""
-        files = self.list()  # get() already removes the expired ones
-        total = self.usage_bytes()
+        """Drops expired files, then makes the store fit its budget (a smaller budget
+        after a restart)."""
+        self.list()  # get() removes the expired ones
+        self._make_room(0, files_too=True)
+
+    def _make_room(self, need: int, files_too: bool) -> bool:
+        """Evicts until `need` more bytes fit: clip caches first, then (with `files_too`)
+        unpinned files, least recently used first. True when they fit."""
+        free = self.budget_bytes - self.usage_bytes()
+        if need <= free:
+            return True
+        caches = []
+        for stored in self.list():
+            for path in (self.root / stored.id).glob("prepared-*.arcz"):
+                if path.name != FULL:
+                    caches.append((_mtime(path), path))
+        for _, path in sorted(caches):
+            for item in (path, path.with_name(path.name + ".json")):
+                free += _size(item)
+                item.unlink(missing_ok=True)
+            if need <= free:
+                return True
+        if not files_too:
+            return False
+        files = [f for f in self.list() if not self.pins.get(f.id)]
+        files.sort(key=lambda f: _mtime(self.root / f.id / "meta.json"))
         for stored in files:
-            if total <= self.budget_bytes:
-                break
             folder = self.root / stored.id
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            free += _size(folder)
             shutil.rmtree(folder, ignore_errors=True)
-            total -= size
+            log.info(json.dumps({"event": "file_evicted", "file_id": stored.id}))
+            if need <= free:
+                return True
+        return False
+
+
+def _not_found(file_id: str) -> APIError:
+    return APIError(404, f"no file with id {file_id[:64]!r}", "file_not_found", param="file_id")
+
+
+def _touch(path: Path) -> None:
+    # The last use, to the nanosecond: the kernel's own timestamps are coarse (a clock
+    # tick), so two uses close together would tie.
+    now = time.time_ns()
+    try:
+        os.utime(path, ns=(now, now))
+    except OSError:
+        pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _prepared_name(start: float | None, end: float | None) -> str:

@@ -8,21 +8,30 @@ runs with protocol and demuxer allow-lists, `-nostdin`, no shell, bounded probin
 address-space, CPU-seconds and wall-clock limits; the frames decode in the worker itself
 (PyAV, same allow-lists, a wall-clock limit checked per packet) under a data-size limit;
 frames are bounded in pixels before anything is decoded.
+
+Each worker is its own process with its own pipe, so a worker that dies (a hostile file,
+the OOM killer) fails only the job it held: that job is retried once in a fresh worker
+(the crash may not have been the video's fault), and the dead worker alone is replaced.
+A job that runs past its time limit, or whose client went away, has its worker killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import APIError
@@ -50,6 +59,7 @@ class VideoSummary:
     clip: list[float] | None = None
     started_at: float = 0.0  # wall clock when a worker took the job
     wait_s: float = 0.0  # time the job waited for a free worker
+    notes: list[str] = field(default_factory=list)  # what was done differently, and why
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,21 +91,33 @@ def limit_worker_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _worker_init(memory_mb: int, cpu_s: int, parent_pid: int) -> None:
+def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) -> None:
+    """A decode worker: runs the jobs that come down its pipe, one at a time."""
     # The parent handles Ctrl-C and shutdown; workers just finish or get terminated.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
-    from vllm_plugin import preprocess
+    from vllm_plugin import prepared_media, preprocess  # noqa: F401  (import cost up front)
 
     preprocess.set_child_limits(memory_mb, cpu_s)
     if memory_mb:
         limit_worker_memory(memory_mb)
-
-
-def _warm() -> bool:
-    from vllm_plugin import prepared_media, preprocess  # noqa: F401  (import cost up front)
-
-    return True
+    conn.send(("ready", None))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        function, args = job
+        try:
+            reply: tuple[str, Any] = ("ok", function(*args))
+        except BaseException as exc:  # noqa: BLE001  (everything goes back to the gateway)
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except Exception:  # noqa: BLE001  (one that does not pickle: its text does)
+            conn.send(("error", RuntimeError("".join(traceback.format_exception(reply[1])))))
 
 
 def prepare_job(
@@ -143,40 +165,136 @@ def prepare_job(
         clip=list(video.clip) if video.clip else None,
         started_at=started_at,
     )
+    if int(0.05 * probe.height) < 1:  # preprocess.draw_timestamp's font size
+        summary.notes.append(
+            f"timestamp overlay skipped: frames {probe.height} px high (the authors' font "
+            "size, 5% of the height, is 0)"
+        )
     return container, summary.as_dict()
 
 
-class Ingestor:
-    """Admission (a bounded queue) in front of a process pool."""
+class WorkerDied(Exception):
+    """The worker process running a job went away."""
 
-    def __init__(self, settings: Settings, metrics: Metrics):
+
+class _Worker:
+    """One decode process and its pipe."""
+
+    def __init__(self, settings: Settings, threads: ThreadPoolExecutor):
+        self.threads = threads  # waits on the pipe happen on these
+        context = multiprocessing.get_context("spawn")  # nothing inherited: sockets, loop
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main,
+            args=(child, settings.ffmpeg_memory_mb, settings.ffmpeg_cpu_s, os.getpid()),
+            daemon=True,
+            name="arc-decode-worker",
+        )
+        self.process.start()
+        child.close()
+        self.ready = asyncio.get_running_loop().run_in_executor(threads, self._receive)
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            raise WorkerDied(f"exit code {self.process.exitcode}") from None
+
+    async def run(self, function: Callable, args: tuple, timeout_s: float) -> Any:
+        await self.ready
+        self.conn.send((function, args))
+        receiving = asyncio.get_running_loop().run_in_executor(self.threads, self._receive)
+        kind, value = await asyncio.wait_for(receiving, timeout_s)
+        if kind == "error":
+            raise value
+        return value
+
+    def kill(self) -> None:
+        # The pipe is left open: a thread may still be reading it (it gets EOF now), and
+        # a closed descriptor could be reused by the next worker's pipe under that thread.
+        self.process.kill()
+        self.process.join(5)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+
+
+class Ingestor:
+    """Admission (a bounded queue) in front of the decode workers."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, job: Callable[..., Any] | None = None):
         self.settings = settings
         self.metrics = metrics
+        self.job = job or prepare_job  # tests inject faults here
         self.pending = 0
-        self.pool = self._new_pool()
+        self.idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self.workers: set[_Worker] = set()
+        # One thread per worker waiting on its pipe, and room for killed workers' threads.
+        self.threads = ThreadPoolExecutor(2 * settings.decode_workers + 2, "arc-decode-pipe")
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn: workers never inherit the server's sockets, threads or event loop.
-        return ProcessPoolExecutor(
-            max_workers=self.settings.decode_workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(self.settings.ffmpeg_memory_mb, self.settings.ffmpeg_cpu_s, os.getpid()),
-        )
+    def _new_worker(self) -> _Worker:
+        worker = _Worker(self.settings, self.threads)
+        self.workers.add(worker)
+        return worker
+
+    def _replace(self, worker: _Worker) -> None:
+        # Only the job that held a worker replaces it: a replacement never hurts another job.
+        worker.kill()
+        self.workers.discard(worker)
+        self.idle.put_nowait(self._new_worker())
 
     async def warm_up(self) -> None:
-        loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self.pool, _warm) for _ in range(self.settings.decode_workers)]
-        await asyncio.gather(*jobs)
+        started = [self._new_worker() for _ in range(self.settings.decode_workers)]
+        for worker in started:
+            await worker.ready
+            self.idle.put_nowait(worker)
 
     def shutdown(self) -> None:
-        # Called after uvicorn has drained accepted requests: nothing is left to wait for
-        # but idle workers, which are joined so none is left behind.
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Called after uvicorn has drained accepted requests: only idle workers are left.
+        for worker in list(self.workers):
+            worker.stop()
+        self.workers.clear()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process.pid is not None]
 
     @property
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
+
+    async def _run(self, args: tuple) -> tuple[bytes, dict]:
+        """One job on an idle worker; a worker that dies gets one retry in a fresh one."""
+        # A margin over the ffmpeg limit, which normally fires first.
+        timeout_s = self.settings.decode_timeout_s + 30
+        for attempt in (1, 2):
+            worker = await self.idle.get()
+            try:
+                result = await worker.run(self.job, args, timeout_s)
+            except WorkerDied as e:
+                event = {"event": "decode_worker_died", "attempt": attempt, "how": str(e)}
+                log.warning(json.dumps(event))
+                self._replace(worker)
+                if attempt == 2:
+                    raise
+                continue
+            except (TimeoutError, asyncio.CancelledError):
+                self._replace(worker)  # it is still busy with the job: stop it
+                raise
+            except BaseException:
+                self.idle.put_nowait(worker)
+                raise
+            self.idle.put_nowait(worker)
+            return result
+        raise AssertionError("unreachable")
 
     async def prepare(
         self, path: Path, start: float | None = None, end: float | None = None
@@ -194,25 +312,15 @@ class Ingestor:
         self.metrics.queue_depth.set(self.pending)
         s = self.settings
         submitted_at = time.time()
+        args = (str(path), start, end, s.max_duration_s, s.max_pixels, s.decode_timeout_s, s.font)
         try:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(
-                self.pool,
-                prepare_job,
-                str(path),
-                start,
-                end,
-                s.max_duration_s,
-                s.max_pixels,
-                s.decode_timeout_s,
-                s.font,
-            )
-            # A margin over the ffmpeg limit, which normally fires first.
-            container, summary = await asyncio.wait_for(future, s.decode_timeout_s + 30)
+            container, summary = await self._run(args)
         except MediaTimeoutError as e:
-            raise APIError(422, f"the video could not be prepared in time: {e}", "video_timeout")
+            message = f"the video could not be prepared in time: {_no_path(e, path)}"
+            raise APIError(422, message, "video_timeout") from None
         except MediaError as e:
-            raise APIError(400, f"the video cannot be used: {e}", "invalid_video") from None
+            message = f"the video cannot be used: {_no_path(e, path)}"
+            raise APIError(400, message, "invalid_video") from None
         except MemoryError:
             raise APIError(
                 422,
@@ -222,28 +330,43 @@ class Ingestor:
             ) from None
         except FontError as e:
             log.error("font problem: %s", e)
-            raise APIError(500, "the gateway's overlay font is missing", "font_missing")
+            raise APIError(500, "the gateway's overlay font is missing", "font_missing") from None
         except TimeoutError:
             raise APIError(
                 422, "the video could not be prepared in time", "video_timeout"
             ) from None
-        except BrokenProcessPool:
-            # A worker died (memory limit, crash on a hostile file): replace the pool.
-            log.warning("a decode worker died; starting a new pool")
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
+        except WorkerDied:
             raise APIError(
                 422,
-                "the video crashed the decoder (over its memory or CPU limits)",
+                "the video crashed the decoder twice (over its memory or CPU limits)",
                 "decoder_crashed",
+            ) from None
+        except Exception as e:  # noqa: BLE001
+            # Whatever else a hostile file makes the pipeline raise is about the video.
+            event = {"event": "decode_failed", "error": type(e).__name__, "detail": str(e)}
+            log.error(json.dumps(event))
+            raise APIError(
+                422,
+                f"the video could not be prepared ({type(e).__name__})",
+                "video_unprocessable",
             ) from None
         finally:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
         result = VideoSummary(**summary)
         result.wait_s = round(max(0.0, result.started_at - submitted_at), 4)
+        for note in result.notes:
+            log.warning(json.dumps({"event": "video_note", "note": note}))
         self.metrics.decode_wait_seconds.observe(result.wait_s)
         self.metrics.decode_seconds.observe(result.decode_s)
         self.metrics.probe_seconds.observe(result.probe_s)
         self.metrics.frames_sampled.observe(result.frames)
         return container, result
+
+
+def _no_path(error: Exception, path: Path) -> str:
+    """The error's text without the server's file names."""
+    text = str(error)
+    for name in (str(path.resolve()), str(path)):
+        text = text.replace(name, "the video")
+    return text

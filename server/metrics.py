@@ -7,6 +7,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
 _FRAMES = (1, 2, 4, 8, 16, 32, 64, 100, 150)
 
+# Every `code` the gateway answers with (the `reason` label of the rejection counter).
+# Created at start-up with the routes, so that rate() counts the first event of each.
+REJECTION_REASONS = (
+    # requests
+    "invalid_json", "invalid_request", "unknown_parameter", "unsupported_content",
+    "single_user_message", "too_many_videos", "no_video", "request_too_large",
+    "not_found", "method_not_allowed", "http_error", "too_many_requests", "client_closed",
+    # uploads and files
+    "wrong_content_type", "bad_multipart", "missing_file", "multiple_files", "invalid_purpose",
+    "fields_too_large", "field_too_long", "file_too_large", "upload_timeout", "empty_file",
+    "file_not_found", "file_exceeds_storage", "storage_full",
+    # videos
+    "bad_video_url", "bad_data_url", "invalid_video", "video_timeout", "video_too_large",
+    "video_unprocessable", "decoder_crashed", "decode_queue_full", "font_missing",
+    # URL fetches
+    "url_invalid", "url_scheme", "url_userinfo", "url_unresolvable", "url_blocked_address",
+    "url_connect", "url_content_encoding", "url_http_status", "url_redirects", "url_timeout",
+    "url_tls", "url_too_large", "url_upstream",
+    # the model server
+    "upstream_rejected", "context_length_exceeded", "upstream_busy", "upstream_error",
+    "upstream_unavailable", "upstream_timeout", "upstream_no_model",
+    "internal",
+)  # fmt: skip
+
 
 class Metrics:
     """One registry per app, so several gateways (tests) never share counters."""
@@ -79,3 +103,11 @@ class Metrics:
             buckets=_FRAMES,
             registry=r,
         )
+
+    def create_labels(self, routes: list[str]) -> None:
+        """Creates every known series at zero (Prometheus' rate() misses a series' first
+        event otherwise)."""
+        for route in [*routes, "unmatched"]:
+            self.request_seconds.labels(route)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)

@@ -2,39 +2,76 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 TaskName = Literal["qa", "summary", "grounding", "mcq", "chapters", "none"]
 
 
-class VideoURL(BaseModel):
+class _Closed(BaseModel):
+    # Unknown keys are refused, not ignored: vLLM decides what a content part is by its
+    # keys (a `uuid` makes it ignore `type`), so nothing the gateway did not check may pass.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class VideoURL(_Closed):
     url: str = Field(description="https URL, data: URL, or a file id from /v1/files")
 
 
-class FileRef(BaseModel):
-    file_id: str
+class FileRef(_Closed):
+    file_id: str = Field(max_length=64)
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+CONTENT_TYPES = ("text", "video_url", "file")
+# Each part type and the one key that carries its value.
+_PART_KEYS = {"text": "text", "video_url": "video_url", "file": "file"}
+
+
+class ContentPart(_Closed):
     type: str
     text: str | None = None
     video_url: VideoURL | None = None
     file: FileRef | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") not in CONTENT_TYPES:
+            raise PydanticCustomError(
+                "unsupported_content",
+                "content type {kind} is not supported: send one video (video_url or file) and text",
+                {"kind": repr(data.get("type"))[:40]},
+            )
+        return data
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[ContentPart] | None = None
+    @model_validator(mode="after")
+    def _keys_match_type(self) -> ContentPart:
+        wanted = _PART_KEYS[self.type]
+        if getattr(self, wanted) is None:
+            raise ValueError(f"a {self.type!r} part needs {wanted!r}")
+        for key in _PART_KEYS.values():
+            if key != wanted and getattr(self, key) is not None:
+                raise ValueError(f"a {self.type!r} part takes no {key!r}")
+        return self
 
 
-class VideoOptions(BaseModel):
+class Message(_Closed):
+    role: Literal["user", "system", "assistant", "developer"]
+    content: list[ContentPart] | None = None
+    name: str | None = Field(default=None, max_length=64)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_as_part(cls, value: Any) -> Any:
+        # A plain string is one text part: one shape to check and to rebuild.
+        return [{"type": "text", "text": value}] if isinstance(value, str) else value
+
+
+class VideoOptions(_Closed):
     """The gateway's extras beside `messages` (clients that don't send it lose nothing)."""
 
-    model_config = ConfigDict(extra="forbid")
     task: TaskName | None = Field(
         default=None,
         description="the authors' prompt preset; default qa (the question + the think/answer "
@@ -50,27 +87,71 @@ class VideoOptions(BaseModel):
         return self
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(_Closed):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    # Other OpenAI / vLLM sampling parameters (logprobs, penalties...) pass through.
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
+class TemplateOptions(_Closed):
+    """The chat template's one input (other keys would reach its Jinja)."""
+
+    task: TaskName | None = None
+
+
+# The sampling parameters that go to vLLM, each with the bounds vLLM accepts. Anything
+# else (chat_template, mm_processor_kwargs, tools, logit_bias, truncate_prompt_tokens...)
+# is refused with a 400 naming it.
+SAMPLING_PARAMETERS = (
+    "max_tokens",
+    "max_completion_tokens",
+    "min_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "seed",
+    "n",
+    "stop",
+    "ignore_eos",
+    "logprobs",
+    "top_logprobs",
+    "return_token_ids",
+    "user",
+)
+
+
+class ChatCompletionRequest(_Closed):
+    model: str | None = Field(default=None, max_length=256, description="ignored: one model")
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    min_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    n: int | None = Field(default=None, ge=1, le=16)
+    stop: list[Annotated[str, Field(max_length=256)]] | None = Field(default=None, max_length=16)
+    ignore_eos: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    return_token_ids: bool | None = None
+    user: str | None = Field(default=None, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
-    n: int | None = Field(default=None, ge=1, le=16)
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: TemplateOptions | None = None
     video: VideoOptions | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class Segment(BaseModel):

@@ -1,8 +1,9 @@
 """The vLLM OpenAI server behind the gateway (arc-serve, or a router in front of several).
 
 Errors become the gateway's answers: connection refused or dropped -> 503 (retry later),
-timeout -> 504, an upstream 4xx -> the same status with vLLM's message (the request was
-bad: a system prompt, too many tokens...), an upstream 5xx -> 502.
+timeout -> 504, an upstream 4xx -> a 4xx in the gateway's own words (vLLM's message,
+which can be a dump of its internal validation, goes to the gateway's log only), an
+upstream 5xx -> 502.
 """
 
 from __future__ import annotations
@@ -32,13 +33,36 @@ def _upstream_message(response: httpx.Response) -> str:
     return str(error)[:1000]
 
 
-def raise_for_upstream(response: httpx.Response) -> None:
+def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None) -> None:
     if response.status_code < 400:
         return
     message = _upstream_message(response)
-    if response.status_code < 500:
-        raise APIError(response.status_code, message, "upstream_rejected")
-    raise APIError(502, f"the model server failed: {message}", "upstream_error")
+    if log_fields is not None:
+        log_fields["upstream_status"] = response.status_code
+        log_fields["upstream_error"] = message[:500]
+    if response.status_code >= 500:
+        raise APIError(502, "the model server failed on this request", "upstream_error")
+    if response.status_code == 429:
+        raise APIError(
+            429,
+            "the model server is busy; retry shortly",
+            "upstream_busy",
+            headers={"Retry-After": "2"},
+        )
+    lowered = message.lower()
+    if "context length" in lowered or ("max" in lowered and "too large" in lowered):
+        raise APIError(
+            400,
+            "the prompt (video and text) and max_tokens do not fit the model's context "
+            "length; ask for fewer tokens or send a shorter clip",
+            "context_length_exceeded",
+        )
+    raise APIError(
+        400,
+        f"the model server refused the request (HTTP {response.status_code}): one of its "
+        "parameters is outside what this model accepts",
+        "upstream_rejected",
+    )
 
 
 def unavailable(error: Exception) -> APIError:
@@ -85,15 +109,22 @@ class Upstream:
             self._model = str(models[0]["id"])
         return self._model
 
-    async def chat(self, payload: dict, headers: dict[str, str]) -> dict:
+    async def chat(self, payload: dict, headers: dict[str, str], log_fields: dict) -> dict:
         try:
             response = await self.client.post("/v1/chat/completions", json=payload, headers=headers)
         except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
-        raise_for_upstream(response)
-        return response.json()
+        raise_for_upstream(response, log_fields)
+        try:
+            return response.json()
+        except ValueError:
+            raise APIError(
+                502, "the model server sent an answer the gateway cannot read", "upstream_error"
+            ) from None
 
-    async def open_stream(self, payload: dict, headers: dict[str, str]) -> httpx.Response:
+    async def open_stream(
+        self, payload: dict, headers: dict[str, str], log_fields: dict
+    ) -> httpx.Response:
         """Sends the request; returns the open response (the caller closes it)."""
         request = self.client.build_request(
             "POST",
@@ -108,5 +139,5 @@ class Upstream:
         if response.status_code >= 400:
             await response.aread()
             await response.aclose()
-            raise_for_upstream(response)
+            raise_for_upstream(response, log_fields)
         return response

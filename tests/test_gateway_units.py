@@ -135,3 +135,264 @@ def test_decode_worker_memory_limit(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert "refused" in run.stdout
+
+
+# -- the file store keeps what it accepted ---------------------------------------------------
+
+
+def test_file_store_refuses_what_cannot_fit_before_acknowledging(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, budget_bytes=100_000, ttl_s=3600)
+    kept = _add(store, tmp_path, 20_000)
+    with pytest.raises(APIError) as err:  # bigger than the whole budget: refused, not swept
+        _add(store, tmp_path, 60_000)
+    assert err.value.status_code == 413 and err.value.code == "file_exceeds_storage"
+    assert [f.id for f in store.list()] == [kept]
+    # Bytes still arriving are no stored file: they make nothing go.
+    store.incoming_path().write_bytes(b"x" * 500_000)
+    store.sweep()
+    assert store.usage_bytes() < 100_000 and [f.id for f in store.list()] == [kept]
+
+
+def test_file_store_pins_files_in_use(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, budget_bytes=100_000, ttl_s=3600)
+    first = _add(store, tmp_path, 20_000)
+    with store.using(first):
+        # Room only by evicting the pinned file: 507, and the pinned file stays.
+        with pytest.raises(APIError) as err:
+            _add(store, tmp_path, 30_000)
+        assert err.value.status_code == 507 and err.value.code == "storage_full"
+        # Deleted while a question uses it: gone for clients, its bytes kept until done.
+        assert store.delete(first)
+        with pytest.raises(APIError) as err:
+            store.get(first)
+        assert err.value.status_code == 404 and first in err.value.message
+        assert store.source_path(first).exists()
+    assert not (tmp_path / first).exists()
+
+
+def test_file_store_evicts_clip_caches_first_then_least_recently_used(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, budget_bytes=100_000, ttl_s=3600)
+    old = _add(store, tmp_path, 10_000)
+    recent = _add(store, tmp_path, 10_000)
+    with store.using(old):  # a question about `old`: now it is the recently used one
+        pass
+    store.keep_prepared(recent, 0, 1, b"c" * 30_000, {"frames": 1})
+    assert store.prepared(recent, 0, 1) is not None
+    assert store.usage_bytes() > 70_000  # caches count toward the budget
+    # A cache that does not fit is not kept (it evicts other caches, never files).
+    store.keep_prepared(old, 0, 2, b"c" * 40_000, {"frames": 1})
+    assert store.prepared(old, 0, 2) is None or store.prepared(recent, 0, 1) is None
+    assert {f.id for f in store.list()} == {old, recent}
+    # A new file: caches go first, then the least recently used file (`recent`).
+    new = _add(store, tmp_path, 20_000)
+    assert store.prepared(recent, 0, 1) is None and store.prepared(old, 0, 2) is None
+    assert {f.id for f in store.list()} == {old, recent, new}
+    _add(store, tmp_path, 10_000)  # needs one file's room: the least recently used goes
+    assert recent not in {f.id for f in store.list()}
+    assert old in {f.id for f in store.list()}
+    assert store.usage_bytes() <= 100_000
+
+
+def test_file_id_pattern_rejects_a_trailing_newline(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, budget_bytes=10**9, ttl_s=60)
+    good = _add(store, tmp_path, 10)
+    with pytest.raises(APIError) as err:
+        store.get(good + "\n")
+    assert err.value.status_code == 404 and str(tmp_path) not in err.value.message
+
+
+# -- the request schema is closed ------------------------------------------------------------
+
+
+def _request(**extra: object) -> dict:
+    part = {"type": "video_url", "video_url": {"url": "file-" + "0" * 24}}
+    return {"messages": [{"role": "user", "content": [part]}], **extra}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "x", "uuid": "u", "video_url": {"url": "http://a/x"}}
+            ]}]},
+            "messages[0].content[0].uuid",
+        ),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls"),
+        (_request(mm_processor_kwargs={"arc_layout": "B"}), "mm_processor_kwargs"),
+        (_request(chat_template="{{ 1 }}"), "chat_template"),
+        (_request(truncate_prompt_tokens=10), "truncate_prompt_tokens"),
+        (_request(chat_template_kwargs={"task": "qa", "x": 1}), "chat_template_kwargs.x"),
+        (_request(stream_options={"include_usage": True, "x": 1}), "stream_options.x"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_are_refused_by_name(body: dict, param: str) -> None:
+    from pydantic import ValidationError
+
+    from server.errors import invalid_request
+    from server.schemas import ChatCompletionRequest
+
+    with pytest.raises(ValidationError) as err:
+        ChatCompletionRequest.model_validate(body)
+    error = invalid_request(err.value.errors())
+    assert error.status_code == 400 and error.code == "unknown_parameter"
+    assert error.param == param and param in error.message
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "text", "text": "x", "video_url": {"url": "data:,"}},
+        {"type": "video_url", "text": "x", "video_url": {"url": "file-x"}},
+        {"type": "text"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+    ],
+)
+def test_content_parts_carry_only_their_own_key(part: dict) -> None:
+    from pydantic import ValidationError
+
+    from server.errors import invalid_request
+    from server.schemas import ChatCompletionRequest
+
+    with pytest.raises(ValidationError) as err:
+        ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": [part]}]})
+    error = invalid_request(err.value.errors())
+    assert error.status_code == 400 and error.param.startswith("messages[0].content[0]")
+
+
+# -- data URLs go to disk as they arrive -----------------------------------------------------
+
+
+def _chat_body(tmp_path: Path, max_video: int = 10**7):
+    from server.uploads import ChatBody
+
+    names = iter(range(10**6))
+    return ChatBody(lambda: tmp_path / f"spool-{next(names)}", max_video, 1 << 20)
+
+
+@pytest.mark.parametrize("escape_slashes", [False, True])
+def test_data_url_is_decoded_to_disk_in_any_chunking(tmp_path: Path, escape_slashes: bool) -> None:
+    import base64
+    import json
+    import random
+
+    video = np.random.default_rng(1).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    text = 'data:not a video "url": x'
+    url = "data:video/mp4;base64," + base64.b64encode(video).decode()
+    body = {
+        "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": text}
+        ]}]
+    }  # fmt: skip
+    raw = json.dumps(body).encode()
+    if escape_slashes:  # a JSON encoder may write "/" as "\/"
+        raw = raw.replace(b"/", b"\\/")
+    rng = random.Random(0)
+    for _ in range(10):
+        spool = _chat_body(tmp_path)
+        pos = 0
+        while pos < len(raw):
+            step = rng.randint(1, 4000)
+            spool.write(raw[pos : pos + step])
+            pos += step
+        left = spool.finish()
+        assert len(left) < 1000  # the base64 was never kept
+        parsed = json.loads(left)
+        placeholder = parsed["messages"][0]["content"][0]["video_url"]["url"]
+        assert spool.files[placeholder].path.read_bytes() == video
+        assert parsed["messages"][0]["content"][1]["text"] == text
+        spool.cleanup()
+        assert not spool.files[placeholder].path.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["data:video/mp4;base64,AAA=AAAA", "data:video/mp4;base64,AA!A", "data:video/mp4,AAAA",
+     "data:video/mp4;base64,AAAAA"],
+)  # fmt: skip
+def test_bad_data_urls_are_refused_while_streaming(tmp_path: Path, url: str) -> None:
+    import json
+
+    spool = _chat_body(tmp_path)
+    with pytest.raises(APIError) as err:
+        spool.write(json.dumps({"video_url": {"url": url}}).encode())
+        spool.finish()
+    assert err.value.status_code == 400 and err.value.code == "bad_data_url"
+    spool.cleanup()
+
+
+def test_data_url_over_the_cap_stops_being_written(tmp_path: Path) -> None:
+    import base64
+
+    spool = _chat_body(tmp_path, max_video=1000)
+    spool.write(b'{"url": "data:video/mp4;base64,' + base64.b64encode(b"v" * 3000))
+    assert spool.over
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 1000
+    spool.cleanup()
+
+
+# -- metrics, error codes, the model name ------------------------------------------------------
+
+
+def test_known_metric_series_exist_from_start_up(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from server.app import create_app
+    from server.config import Settings
+
+    app = create_app(Settings(files_dir=str(tmp_path)))
+    text = generate_latest(app.state.gateway.metrics.registry).decode()
+    for reason in ("invalid_video", "file_not_found", "upstream_unavailable", "storage_full"):
+        assert f'arc_gateway_rejections_total{{reason="{reason}"}} 0.0' in text
+    for route in ("/v1/chat/completions", "/v1/files", "/v1/files/{file_id}", "/ready"):
+        assert f'arc_gateway_request_seconds_count{{route="{route}"}} 0.0' in text
+
+
+def test_every_error_code_is_a_known_metric_reason() -> None:
+    """Each code the gateway's code can answer with is among the series made at start-up
+    (and listed in the README's error table)."""
+    import ast
+
+    from server.metrics import REJECTION_REASONS
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    found = set()
+    for source in (root / "server").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            position = {"APIError": 2, "FetchError": 1, "_refused": 0}.get(name)
+            if position is None or len(node.args) <= position:
+                continue
+            code = node.args[position]
+            if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                found.add(code.value)
+    assert len(found) > 30
+    assert found <= set(REJECTION_REASONS), found - set(REJECTION_REASONS)
+    missing = [code for code in REJECTION_REASONS if f"`{code}`" not in readme]
+    assert not missing, missing
+
+
+def test_public_model_name_is_never_a_path() -> None:
+    from server.app import public_model_name
+    from server.config import Settings
+
+    assert public_model_name(Settings(), "/tmp/pytest-1/tiny0/ckpt") == "arc"
+    assert public_model_name(Settings(), "../ckpt") == "arc"
+    assert public_model_name(Settings(), "arc-tiny") == "arc-tiny"
+    assert public_model_name(Settings(served_model_name="video"), "/x/y") == "video"
+
+
+def test_overlay_on_frames_too_small_for_the_font() -> None:
+    from PIL import Image
+
+    from vllm_plugin.preprocess import draw_timestamp
+
+    for size in ((1, 1), (2, 2), (16384, 16), (64, 19)):
+        frame = Image.new("RGB", size)
+        assert draw_timestamp(frame, 0, 1) is frame  # no stamp, no error
+    stamped = draw_timestamp(Image.new("RGB", (400, 200)), 0, 1)
+    assert np.asarray(stamped).any()

@@ -543,7 +543,12 @@ def draw_timestamp(
     """Burn `HH:MM:SS-HH:MM:SS` top right, with the authors' exact geometry (§4.4).
     Draws on `frame` in place and returns it."""
     width, height = frame.size
-    font = _font(font_path or default_font_path(), int(0.05 * height))
+    size = int(0.05 * height)
+    if size < 1:
+        # Under 20 px high the authors' font size is 0 (PIL refuses it): there is no
+        # readable stamp to burn, so the frame goes unstamped (the gateway logs it).
+        return frame
+    font = _font(font_path or default_font_path(), size)
     draw = ImageDraw.Draw(frame)
     text = f"{_hms(start_sec)}-{_hms(end_sec)}"
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
