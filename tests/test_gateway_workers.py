@@ -1,0 +1,136 @@
+"""Decode worker faults stay with their job: a worker that dies fails only the job it held
+(after one retry in a fresh worker), the other jobs in flight complete. Faults are real
+process deaths (SIGKILL), injected by a job wrapper or from outside."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from media_factory import make_clip
+from servers import free_port, start_gateway, stop
+
+from server.config import Settings
+from server.errors import APIError
+from server.ingest import Ingestor, prepare_job
+from server.metrics import Metrics
+
+
+def crashing_job(path: str, *args: object) -> tuple[bytes, dict]:
+    """prepare_job, but the worker dies on a "poison" video, and on a "once" video the
+    first time only (a crash that was not the video's fault)."""
+    name = Path(path).name
+    if "poison" in name:
+        time.sleep(0.5)  # the other jobs are under way by now
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "once" in name:
+        marker = Path(path + ".crashed")
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return prepare_job(path, *args)
+
+
+def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path) -> None:
+    good = make_clip(tmp_path / "good.mp4", seconds=20, size="320x240")
+    once = make_clip(tmp_path / "once.mp4", seconds=2)
+    poison = make_clip(tmp_path / "poison.mp4", seconds=2)
+
+    async def scenario() -> list:
+        ingestor = Ingestor(Settings(decode_workers=2), Metrics(), job=crashing_job)
+        await ingestor.warm_up()
+        try:
+            results = await asyncio.gather(
+                ingestor.prepare(good),
+                ingestor.prepare(poison),
+                ingestor.prepare(once),
+                return_exceptions=True,
+            )
+            alive = [w.process.is_alive() for w in ingestor.workers]
+            return [*results, alive]
+        finally:
+            ingestor.shutdown()
+
+    good_result, poison_result, once_result, alive = asyncio.run(scenario())
+    assert not isinstance(good_result, BaseException), good_result
+    assert good_result[1].frames == 20
+    assert isinstance(poison_result, APIError), poison_result
+    assert poison_result.status_code == 422 and poison_result.code == "decoder_crashed"
+    # Retried once in a fresh worker, where it did not crash.
+    assert not isinstance(once_result, BaseException), once_result
+    assert alive == [True, True]  # the dead workers were replaced, one for one
+
+
+def _workers(gateway_pid: int) -> list[psutil.Process]:
+    children = psutil.Process(gateway_pid).children()
+    return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+
+
+def _queue_depth(base: str) -> float:
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("arc_gateway_queue_depth "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_killing_a_busy_worker_loses_no_upload(media_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_gateway(
+        f"http://127.0.0.1:{free_port()}",  # no engine needed for uploads
+        port,
+        tmp_path / "files",
+        tmp_path / "gateway.log",
+        ["--decode-workers", "3"],
+    )
+    base = f"http://127.0.0.1:{port}"
+    video = (media_dir / "syn_200s.mp4").read_bytes()
+
+    def upload(_: int) -> httpx.Response:
+        return httpx.post(
+            base + "/v1/files",
+            files={"file": ("v.mp4", video)},
+            data={"purpose": "user_data"},
+            timeout=300,
+        )
+
+    try:
+        assert len(_workers(proc.pid)) == 3
+        with ThreadPoolExecutor(3) as pool:
+            pending = [pool.submit(upload, i) for i in range(3)]
+            deadline = time.monotonic() + 60
+            while _queue_depth(base) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # each worker is decoding
+            _workers(proc.pid)[0].kill()
+            replies = [p.result(timeout=300) for p in pending]
+        assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
+        assert len({r.json()["id"] for r in replies}) == 3
+        assert len(_workers(proc.pid)) == 3
+        log = (tmp_path / "gateway.log").read_text()
+        assert log.count('"event": "decode_worker_died"') == 1
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("size", ["1x1", "2x2", "64x16", "16384x16", "16x4096"])
+def test_tiny_and_extreme_frames_are_prepared(size: str, tmp_path: Path) -> None:
+    """Under 20 px high the overlay's font size is 0: the frames go unstamped (noted),
+    never a 500."""
+    from media_factory import ffmpeg
+
+    path = tmp_path / f"{size}.mp4"
+    width, height = size.split("x")
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=2",
+        "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(path),
+    )  # fmt: skip
+    container, summary = prepare_job(str(path), None, None, 600.0, 3840 * 2160, 120.0, None)
+    assert summary["frames"] == 2 and container
+    assert bool(summary["notes"]) == (int(height) < 20)
