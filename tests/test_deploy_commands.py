@@ -1,21 +1,31 @@
 """The CPU compose stack's commands, run exactly as the images run them but outside Docker:
-the engine image's entrypoint (`arc-serve`) with the `vllm-cpu` service's arguments, the
-gateway image's entrypoint (`arc-gateway`) with the `gateway-cpu` service's environment.
-Only addresses, ports and directories are changed to this machine's."""
+the engine image's entrypoint (`arc-serve`) and ENV with the `vllm-cpu` service's arguments
+and environment, no C++ compiler on PATH; the gateway image's entrypoint (`arc-gateway`)
+with the `gateway-cpu` service's environment. Only addresses, ports and directories are
+changed to this machine's.
+
+The engine, reached directly, must refuse media it would have to fetch (an http URL on
+loopback, a file:// URL): behind the gateway it takes data: URLs only (issue 13)."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from servers import free_port, stop, wait_until
+from test_deploy_files import dockerfile, exec_form, image_env, stages
+from test_images_cpu_engine import path_without_compilers
 
 pytestmark = pytest.mark.engine
 
@@ -29,9 +39,54 @@ def defaults(value: str) -> str:
     return _VAR.sub(lambda m: m.group(2) or "", str(value))
 
 
-def entrypoint(dockerfile: str) -> str:
-    text = (ROOT / "docker" / dockerfile).read_text()
-    return re.search(r'^ENTRYPOINT \["([^"]+)"\]', text, re.MULTILINE).group(1)
+def entrypoint(name: str) -> str:
+    """The console command of docker/NAME's ENTRYPOINT (behind `tini --`, if there)."""
+    final = stages(dockerfile(name))[-1]
+    words = [exec_form(rest) for keyword, rest in final if keyword == "ENTRYPOINT"][-1]
+    return words[words.index("--") + 1] if "--" in words else words[0]
+
+
+@pytest.fixture
+def media_server(media_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that would serve a real video: (its URL, the paths asked)."""
+    asked: list[str] = []
+    video = (media_dir / "w33698kgs05.mp4").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(video)))
+            self.end_headers()
+            self.wfile.write(video)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", asked
+    server.shutdown()
+    server.server_close()
+
+
+def ask_engine(base: str, model: str, video_url: str) -> httpx.Response:
+    body = {
+        "model": model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": video_url}},
+                    {"type": "text", "text": "What is happening?"},
+                ],
+            }
+        ],
+        "max_tokens": 2,
+    }
+    return httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
 
 
 def console(name: str) -> str:
@@ -40,7 +95,9 @@ def console(name: str) -> str:
     return found
 
 
-def test_cpu_stack_commands_answer_through_the_gateway(tmp_path: Path, media_dir: Path) -> None:
+def test_cpu_stack_commands_answer_through_the_gateway(
+    tmp_path: Path, media_dir: Path, media_server: tuple[str, list[str]]
+) -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     engine_port, gateway_port = free_port(), free_port()
 
@@ -48,14 +105,38 @@ def test_cpu_stack_commands_answer_through_the_gateway(tmp_path: Path, media_dir
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(engine_port)
     engine_cmd = [console(entrypoint("cpu-engine.Dockerfile")), *args]
-    engine_env = dict(os.environ, ARC_TINY_DIR=str(tmp_path / "tiny"), VLLM_LOGGING_LEVEL="WARNING")
+    # The image's ENV (its HOME moved here), then the service's environment; PATH has no
+    # compiler, as in the image.
+    engine_env = image_env(dockerfile("cpu-engine.Dockerfile"))
+    home = engine_env["HOME"]
+    for name, value in engine_env.items():
+        if value.startswith(home):
+            engine_env[name] = str(tmp_path / "home") + value[len(home) :]
+    engine_env.update(
+        {k: defaults(v) for k, v in (services["vllm-cpu"].get("environment") or {}).items()}
+    )
+    engine_env.update(PATH=path_without_compilers(tmp_path), VLLM_LOGGING_LEVEL="WARNING")
     engine_log = tmp_path / "engine.log"
     engine = subprocess.Popen(
         engine_cmd, env=engine_env, stdout=engine_log.open("w"), stderr=subprocess.STDOUT
     )
     gateway = None
     try:
-        wait_until(f"http://127.0.0.1:{engine_port}/health", engine, engine_log, 300)
+        engine_base = f"http://127.0.0.1:{engine_port}"
+        wait_until(engine_base + "/health", engine, engine_log, 300)
+        # Straight to the engine: media it would have to fetch or read is refused.
+        url, asked = media_server
+        refused = ask_engine(engine_base, "arc-tiny", url)
+        assert 400 <= refused.status_code < 500, refused.text
+        assert asked == [], "the engine fetched an http URL"
+        local_file = (media_dir / "w33698kgs05.mp4").resolve().as_uri()
+        refused = ask_engine(engine_base, "arc-tiny", local_file)
+        assert refused.status_code != 200, "the engine read a local file"
+        assert httpx.get(engine_base + "/health").status_code == 200
+        # A data: URL (what the gateway sends) still works.
+        video = base64.b64encode((media_dir / "w33698kgs05.mp4").read_bytes()).decode()
+        answered = ask_engine(engine_base, "arc-tiny", "data:video/mp4;base64," + video)
+        assert answered.status_code == 200, answered.text
         gateway_env = {k: defaults(v) for k, v in services["gateway-cpu"]["environment"].items()}
         gateway_env.update(
             ARC_GATEWAY_HOST="127.0.0.1",
