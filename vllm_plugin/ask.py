@@ -1,42 +1,140 @@
 """`arc-ask`: one video file and a question in, the model's answer out.
 
-Runs the whole path in one process: the project's preprocessing (ffmpeg frames with the
+Runs the whole path in one process: the project's preprocessing (frames with the
 timestamp overlay, the video's own 16 kHz audio), the vLLM engine with the plugin, the
 authors' prompt for the chosen task. With no `--model` it builds the embedded tiny
 random-weight checkpoint (answers are noise, the plumbing is real) so it runs anywhere.
+
+On a CPU build of vLLM the engine runs eagerly, in this process, with a KV cache sized for
+one request (vllm_plugin/engine_args.py): no warm-up pass, no engine processes to start.
+Engine logs go to a file unless `--verbose`; the file is shown when something fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 DEFAULT_TINY_DIR = Path(os.environ.get("ARC_TINY_DIR", Path.home() / ".cache/arc-video-serve/tiny"))
+MAX_MODEL_LEN = 20480  # the authors' serving length: 150 frames take 17,100 tokens
+
+_started = time.perf_counter()
+# Progress lines go to the terminal's stderr even while the engine's output is redirected.
+_console: TextIO = sys.stderr
 
 
 def log(message: str) -> None:
-    print(f"[arc-ask] {message}", file=sys.stderr, flush=True)
+    print(f"[arc-ask {time.perf_counter() - _started:5.1f} s] {message}", file=_console, flush=True)
 
 
-def ensure_tiny_checkpoint(path: Path) -> Path:
+def ensure_tiny_checkpoint(path: Path, say: Callable[[str], None] = log) -> Path:
     if (path / "config.json").exists():
         return path
+    say(f"writing the tiny random-weight checkpoint to {path} (once)")
     from .tiny_checkpoint import write_tiny_checkpoint
 
-    log(f"writing the tiny random-weight checkpoint to {path}")
     return write_tiny_checkpoint(path)
 
 
-def prompt_ids(tokenizer, question: str | None, task: str) -> list[int]:
+def prompt_ids(tokenizer: Any, question: str | None, task: str) -> list[int]:
     from .processor import ARCProcessingInfo
     from .prompts import user_text
 
     start = tokenizer.convert_tokens_to_ids("<|startoftext|>")
     text = ARCProcessingInfo.VIDEO_PLACEHOLDER + user_text(question, task) + "<sep>"
     return [start] + tokenizer.encode(text, add_special_tokens=False)
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """File descriptors 1 and 2 (this process and the processes it starts: vLLM's,
+    transformers', torch's C++ and oneDNN's messages) go to `path` for the duration."""
+    global _console
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    _console = open(os.dup(2), "w")  # noqa: SIM115 (closed below)
+    with path.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        _console.close()
+        _console = sys.stderr
+
+
+def quiet_environment() -> None:
+    """Fewer messages from the libraries (the rest goes to the log file)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any], str]:
+    """The LLM options for this machine, after checking that the memory is there."""
+    from . import engine_args
+
+    if not engine_args.cpu_build():
+        return {}, "GPU"
+    kv_bytes = engine_args.kv_cache_bytes(
+        args.kv_cache_memory_bytes,
+        engine_args.kv_cache_bytes_for(model, MAX_MODEL_LEN, 1, args.dtype),
+    )
+    engine_args.CpuEngine(model, kv_bytes, MAX_MODEL_LEN, args.dtype, "arc-ask").check_memory()
+    engine_args.set_cpu_environment()
+    # One process: the engine core and its worker run in this one instead of starting
+    # two more (each importing torch and vLLM again: 10-20 s on two cores).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    options = {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes}
+    return options, f"CPU, eager, KV cache {engine_args.size(kv_bytes)}"
+
+
+def answer(args: argparse.Namespace, model: Path) -> tuple[str, int, int]:
+    options, where = engine_options(args, model)
+    from . import preprocess, register
+
+    register()
+    t0 = time.perf_counter()
+    video = preprocess.prepare_video(args.video, font_path=args.font)
+    log(
+        f"video prepared: {video.frames.shape[0]} frames, {video.duration} s of audio "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    from vllm import LLM, SamplingParams
+
+    log(f"starting the vLLM engine ({where}) on {model}")
+    llm = LLM(
+        model=str(model),
+        dtype=args.dtype,
+        max_model_len=MAX_MODEL_LEN,
+        limit_mm_per_prompt={"video": 1},
+        **options,
+    )
+    log("answering")
+    ids = prompt_ids(llm.get_tokenizer(), args.question, args.task)
+    metadata = {"arc_audio": video.audio, "arc_duration": video.duration}
+    output = llm.generate(
+        {"prompt_token_ids": ids, "multi_modal_data": {"video": (video.frames, metadata)}},
+        SamplingParams(temperature=0.0, max_tokens=args.max_tokens),
+        use_tqdm=False,
+    )[0]
+    return output.outputs[0].text, len(output.prompt_token_ids), len(output.outputs[0].token_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,48 +147,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", help="video file (mp4, webm, mov, ...)")
     parser.add_argument("question", nargs="?", help="question (optional for summary/chapters)")
     parser.add_argument("--task", default="qa", help="qa, summary, grounding, mcq or chapters")
-    parser.add_argument("--model", help="checkpoint directory (default: the tiny checkpoint)")
+    parser.add_argument(
+        "--model", help=f"checkpoint directory (default: the tiny checkpoint in {DEFAULT_TINY_DIR})"
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16 or float32")
     parser.add_argument(
         "--font", help="TTF font for the timestamp overlay (default Liberation Sans)"
     )
+    parser.add_argument(
+        "--kv-cache-memory-bytes",
+        metavar="BYTES",
+        help="KV cache of the CPU engine, e.g. 512M or 2G (default: $ARC_KV_CACHE_MEMORY_BYTES, "
+        f"else what one request of {MAX_MODEL_LEN} tokens needs)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the engine's logs (vLLM, transformers, torch)"
+    )
     args = parser.parse_args(argv)
+    if not Path(args.video).is_file():
+        parser.error(f"no such video file: {args.video}")
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the answer readable
-    from . import preprocess, register
-
-    register()
-    model = Path(args.model) if args.model else ensure_tiny_checkpoint(DEFAULT_TINY_DIR)
-
-    t0 = time.perf_counter()
-    video = preprocess.prepare_video(args.video, font_path=args.font)
-    log(
-        f"prepared {Path(args.video).name}: {video.frames.shape[0]} frames, "
-        f"{video.duration} s of audio, {time.perf_counter() - t0:.2f} s"
-    )
-
-    from vllm import LLM, SamplingParams
-
-    log(f"starting the vLLM engine on {model}")
-    llm = LLM(
-        model=str(model),
-        dtype=args.dtype,
-        max_model_len=20480,
-        gpu_memory_utilization=float(os.environ.get("ARC_GPU_MEMORY_UTILIZATION", "0.2")),
-        limit_mm_per_prompt={"video": 1},
-    )
-    ids = prompt_ids(llm.get_tokenizer(), args.question, args.task)
-    metadata = {"arc_audio": video.audio, "arc_duration": video.duration}
-    output = llm.generate(
-        {"prompt_token_ids": ids, "multi_modal_data": {"video": (video.frames, metadata)}},
-        SamplingParams(temperature=0.0, max_tokens=args.max_tokens),
-        use_tqdm=False,
-    )[0]
-    log(
-        f"prompt tokens: {len(output.prompt_token_ids)}, generated: {len(output.outputs[0].token_ids)}"
-    )
-    print(output.outputs[0].text)
+    if args.model:
+        model = Path(args.model)
+    else:
+        model = ensure_tiny_checkpoint(DEFAULT_TINY_DIR)
+        log("the embedded tiny model has random weights: its answer is noise (use --model)")
+    # A folder of this run's own for the engine's log and temporary files (vLLM's
+    # rendezvous file among them), removed at the end.
+    workdir = Path(tempfile.mkdtemp(prefix="arc-ask-"))
+    tempfile.tempdir = str(workdir)
+    engine_log = workdir / "engine.log"
+    try:
+        if args.verbose:
+            text, prompt_tokens, generated = answer(args, model)
+        else:
+            quiet_environment()
+            with output_to(engine_log):
+                text, prompt_tokens, generated = answer(args, model)
+    except SystemExit:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except Exception:
+        if engine_log.exists():
+            lines = engine_log.read_text(errors="replace").splitlines()
+            print("\n".join(lines[-15:]), file=sys.stderr)
+            log(f"failed; the engine's log is {engine_log} (or run with --verbose)")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    log(f"answer ({prompt_tokens} prompt tokens, {generated} generated):")
+    print(text, flush=True)
+    if argv is None:
+        # The console command: nothing is left to do, and the interpreter's teardown
+        # of torch and the engine would take another 3-4 s.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
