@@ -124,16 +124,35 @@ class Case:
         }
 
 
-def build_engine(checkpoint: Path, dtype: str, tp: int, max_model_len: int) -> Any:
-    if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-        from vllm.platforms import current_platform
+def build_engine(
+    checkpoint: Path, dtype: str, tp: int, max_model_len: int, sequences: int, kv: str | None
+) -> Any:
+    """The engine for `sequences` requests of up to `max_model_len` tokens, all batched.
 
-        if current_platform.is_cpu():
+    On a CPU build: eager, with a KV cache of their size (`kv` or $ARC_KV_CACHE_MEMORY_BYTES
+    to override), in this process when tp == 1 (no engine processes to start)."""
+    from . import engine_args
+
+    options: dict[str, Any] = {}
+    if engine_args.cpu_build():
+        # Each worker holds every KV head when they do not split (tiny-a has one).
+        kv_bytes = engine_args.kv_cache_bytes(
+            kv, engine_args.kv_cache_bytes_for(checkpoint, max_model_len, sequences, dtype)
+        )
+        engine = engine_args.CpuEngine(
+            checkpoint, kv_bytes * tp, max_model_len, dtype, "arc-golden"
+        )
+        engine.check_memory()
+        engine_args.set_cpu_environment()
+        if tp == 1:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        elif "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             cores = os.cpu_count() or tp
             per = max(1, cores // tp)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
                 f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i) for i in range(tp)
             )
+        options = {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes}
     from vllm import LLM
 
     return LLM(
@@ -141,7 +160,6 @@ def build_engine(checkpoint: Path, dtype: str, tp: int, max_model_len: int) -> A
         dtype=dtype,
         tensor_parallel_size=tp,
         max_model_len=max_model_len,
-        gpu_memory_utilization=float(os.environ.get("ARC_GPU_MEMORY_UTILIZATION", "0.2")),
         limit_mm_per_prompt={"video": 1},
         enable_prefix_caching=False,
         mm_processor_cache_gb=0,
@@ -149,6 +167,7 @@ def build_engine(checkpoint: Path, dtype: str, tp: int, max_model_len: int) -> A
         enable_mm_embeds=True,
         max_logprobs=TOP_K,
         seed=0,
+        **options,
     )
 
 
@@ -166,7 +185,15 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         names = [n for n in names if n in args.case]
     cases = [Case(n, fixtures, inputs) for n in names]
     longest = max(len(c.reference(layout)["input_ids"]) for c in cases for layout in "AB")
-    llm = build_engine(fixtures / "checkpoint", args.dtype, args.tensor_parallel_size, longest + 64)
+    # Two requests per case and layout (free decoding, teacher forcing).
+    llm = build_engine(
+        fixtures / "checkpoint",
+        args.dtype,
+        args.tensor_parallel_size,
+        longest + 64,
+        2 * len(cases) * len(args.paths),
+        args.kv_cache_memory_bytes,
+    )
     tokenizer = llm.get_tokenizer()
     config = llm.llm_engine.model_config.hf_config
     text = config.text_config
@@ -332,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", help="only this case (repeatable)")
     parser.add_argument("--paths", default="AB", help="token layouts to run: A, B or AB")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--kv-cache-memory-bytes",
+        metavar="BYTES",
+        help="KV cache of the CPU engine (per worker), e.g. 256M (default: "
+        "$ARC_KV_CACHE_MEMORY_BYTES, else what all requests need at once)",
+    )
     args = parser.parse_args(argv)
     args.paths = [p for p in args.paths.upper() if p in LAYOUT_DIRS]
 
