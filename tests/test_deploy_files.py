@@ -985,3 +985,15 @@ def test_kustomize_builds():
     for doc in docs:
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "arc-video-serve", doc["metadata"]["name"]
+    # What kustomize made (namespace, labels, images, replicas) against the API schemas too.
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+    engine = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "arc-engine"
+    )
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "arc-gateway"
+    )
+    assert engine["spec"]["replicas"] >= 1
+    assert "replicas" not in gateway["spec"], "the HPA owns the gateway's scale"
