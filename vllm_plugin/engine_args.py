@@ -58,6 +58,8 @@ def parse_bytes(text: str | int) -> int:
     if not match:
         raise ValueError(f"not a byte count: {text!r} (examples: 536870912, 512M, 2G)")
     number, suffix = match.groups()
+    if suffix.isupper() and "." in number:  # refused by vLLM's flag too
+        raise ValueError(f"{text!r}: a fraction takes a decimal suffix ({number}{suffix.lower()})")
     scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
     scale |= {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     return int(float(number) * scale[suffix])
