@@ -27,10 +27,12 @@ RUN python -m venv /opt/venv
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}+cpu" --index-url "${TORCH_CPU_INDEX}"
 
 # The project and its dependencies (pure Python or manylinux wheels: no compiler needed).
-# Then pip and setuptools leave the environment: nothing is installed at run time.
+# The import check loads every gateway module (the app's imports, e.g. python_multipart,
+# come only with server.app). Then pip and setuptools leave the environment: nothing is
+# installed at run time.
 RUN --mount=type=bind,target=/tmp/arc-src,rw \
     pip install --no-cache-dir /tmp/arc-src \
- && python -c "import server, vllm_plugin.preprocess" \
+ && python -c "import server.app, server.cli, vllm_plugin.preprocess, vllm_plugin.prepared_media" \
  && pip uninstall -y pip setuptools
 
 # ---------------------------------------------------------------- final stage
