@@ -1,0 +1,91 @@
+"""`arc-ask`, the README's main command: a real engine, the real clip, a fresh tiny
+checkpoint; what the user sees (progress lines, the random-weights note, the answer, no
+engine noise) and what it refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+QUESTION = "What is happening in the video?"
+
+
+def arc_ask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # `python -m` calls main() with no arguments, as the console command does.
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_plugin.ask", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_main_command_answers_quietly(media_dir: Path, tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"ARC_TINY_DIR": str(tmp_path / "tiny"), "TMPDIR": str(temp)}
+    proc = arc_ask(str(media_dir / "w33698kgs05.mp4"), QUESTION, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip(), "no answer"
+    lines = proc.stderr.splitlines()
+    # Only the command's own lines: vLLM, transformers, torch and oneDNN stay in the log.
+    assert all(line.startswith("[arc-ask ") for line in lines), "\n".join(lines)
+    text = "\n".join(lines)
+    for expected in (
+        "writing the tiny random-weight checkpoint",
+        "the embedded tiny model has random weights",
+        "video prepared: 8 frames, 8 s of audio",
+        "starting the vLLM engine",
+        "answering",
+        "answer (",
+    ):
+        assert expected in text, (expected, text)
+    assert "CPU, eager, KV cache" in text or "(GPU)" in text
+    # The run's folder (engine log, vLLM's rendezvous file) is gone.
+    assert list(temp.iterdir()) == []
+
+
+def test_verbose_shows_the_engine_log(media_dir: Path, tmp_path: Path) -> None:
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    model = write_tiny_checkpoint(tmp_path / "ckpt")
+    proc = arc_ask(
+        str(media_dir / "syn_short.mp4"), "Hi", "--model", str(model), "--max-tokens", "2",
+        "--verbose", env={},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Initializing a V1 LLM engine" in proc.stdout + proc.stderr  # vLLM's log
+
+
+def test_too_small_a_cache_is_refused_before_starting(media_dir: Path, tmp_path: Path) -> None:
+    from vllm_plugin.engine_args import cpu_build
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    if not cpu_build():
+        pytest.skip("the KV cache size is the CPU engine's setting")
+
+    model = write_tiny_checkpoint(tmp_path / "ckpt")
+    video = str(media_dir / "w33698kgs05.mp4")
+    for args, env in (
+        (["--kv-cache-memory-bytes", "1M"], {}),
+        ([], {"ARC_KV_CACHE_MEMORY_BYTES": "1M"}),
+    ):
+        proc = arc_ask(video, QUESTION, "--model", str(model), *args, env=env)
+        assert proc.returncode == 1
+        assert "arc-ask: a KV cache of 1 MiB holds" in proc.stderr
+        assert "Raise --kv-cache-memory-bytes or $ARC_KV_CACHE_MEMORY_BYTES" in proc.stderr
+        assert "starting the vLLM engine" not in proc.stderr
+
+
+def test_missing_video_is_a_usage_error(tmp_path: Path) -> None:
+    proc = arc_ask(str(tmp_path / "nothing.mp4"), QUESTION, env={})
+    assert proc.returncode == 2
+    assert "no such video file" in proc.stderr
