@@ -460,3 +460,30 @@ def test_container_duration_that_does_not_fit_is_refused(processor: Any) -> None
     with pytest.raises(ValueError, match="2 s"):
         run(processor, video_io().load_bytes(data))
     assert run(processor, video_io().load_bytes(zip_of(good_members())))["duration"] == 2
+
+
+def test_tensor_schema_accepts_what_the_processor_gives(
+    processor: Any, reference: dict[str, Any]
+) -> None:
+    """vLLM's tensor-schema check: the processor's outputs (the profiling dummy and a real
+    video) fit the model's typed inputs, and a mismatched shape is named."""
+    from vllm.multimodal.utils import group_and_batch_mm_kwargs
+
+    from vllm_plugin.model import ARCVideoInputs
+
+    prepared = reference["prepared"]
+    real = (prepared.frames, {"arc_audio": prepared.audio, "arc_duration": prepared.duration})
+    dummy = processor.get_dummy_mm_inputs({"video": 1})["mm_kwargs"]["video"][0]
+    items = [
+        dummy,
+        processor("<vid>", processor.info.parse_mm_data({"video": [real]}))["mm_kwargs"]["video"][
+            0
+        ],
+    ]
+    # Batched as the model runner batches an encoder step.
+    (_, _, batch), *_ = group_and_batch_mm_kwargs([("video", item) for item in items])
+    inputs = ARCVideoInputs(**batch, resolve_bindings={"s": 640})
+    assert inputs.pixel_values.shape[0] == 150 + prepared.frames.shape[0]
+    with pytest.raises(ValueError, match="input_features"):
+        ARCVideoInputs(**{**batch, "input_features": batch["input_features"][:, :80]},
+                       resolve_bindings={"s": 640})  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from vllm.model_executor.models.utils import StageMissingLayer
 from vllm.model_executor.models.whisper import WhisperEncoder
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
+from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from .config import (
     ARCHunyuanVideoConfig,
@@ -283,6 +284,39 @@ class ARCVisionModel(nn.Module):
             self.perceive(self.vit(chunk)) for chunk in pixel_values.split(VIT_FRAMES_PER_CHUNK)
         ]
         return torch.cat(outputs)
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------
+class ARCVideoInputs(TensorSchema):
+    """The videos of one encoder batch: frames and audio features of every video
+    concatenated, with the per-video counts that split them.
+
+    Dimensions:
+        - nf: frames of all videos (each video 1 to 150)
+        - s: frame side (force_image_size, 640)
+        - nw: 30 s audio windows of all videos (each video 1 to 10)
+        - nv: videos
+    """
+
+    type: Literal["video"] = "video"
+    pixel_values: Annotated[torch.Tensor, TensorShape("nf", 3, "s", "s")]
+    input_features: Annotated[torch.Tensor, TensorShape("nw", 128, 3000)]
+    video_num_frames: Annotated[torch.Tensor, TensorShape("nv")]
+    video_num_windows: Annotated[torch.Tensor, TensorShape("nv")]
+    video_duration: Annotated[torch.Tensor, TensorShape("nv")]
+
+
+def _batched(value: Any) -> torch.Tensor:
+    """A flat field as one tensor (vLLM passes a list when the items' shapes differ)."""
+    if isinstance(value, (list, tuple)):
+        return torch.cat([torch.as_tensor(v) for v in value])
+    return value
+
+
+def _counts(value: Any) -> torch.Tensor:
+    return torch.tensor(_as_ints(value), dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------
@@ -562,16 +596,27 @@ class ARCHunyuanVideoForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         fused = fuse_audio(frames, audio, duration)
         return fused.reshape(-1, fused.shape[-1])
 
+    def _parse_video_input(self, **kwargs: Any) -> ARCVideoInputs | None:
+        if kwargs.get("pixel_values") is None:
+            return None
+        return ARCVideoInputs(
+            pixel_values=_batched(kwargs["pixel_values"]),
+            input_features=_batched(kwargs["input_features"]),
+            video_num_frames=_counts(kwargs["video_num_frames"]),
+            video_num_windows=_counts(kwargs["video_num_windows"]),
+            video_duration=_counts(kwargs["video_duration"]),
+            resolve_bindings={"s": self.config.vision_config.force_image_size},
+        )
+
     def embed_multimodal(self, **kwargs: Any) -> MultiModalEmbeddings:
-        pixel_values = kwargs.get("pixel_values")
-        if pixel_values is None:
+        videos = self._parse_video_input(**kwargs)
+        if videos is None:
             return []
-        input_features = kwargs["input_features"]
-        num_frames = _as_ints(kwargs["video_num_frames"])
-        num_windows = _as_ints(kwargs["video_num_windows"])
-        durations = _as_ints(kwargs["video_duration"])
-        pixel_list = _split(pixel_values, num_frames)
-        feature_list = _split(input_features, num_windows)
+        num_frames = videos.video_num_frames.tolist()
+        num_windows = videos.video_num_windows.tolist()
+        pixel_list = videos.pixel_values.split(num_frames)
+        feature_list = videos.input_features.split(num_windows)
+        durations = videos.video_duration.tolist()
         return [
             self._video_embeddings(p, f, d) for p, f, d in zip(pixel_list, feature_list, durations)
         ]
@@ -766,11 +811,3 @@ def _as_ints(value: Any) -> list[int]:
             out.extend(_as_ints(v))
         return out
     return [int(value)]
-
-
-def _split(value: Any, sizes: list[int]) -> list[torch.Tensor]:
-    if isinstance(value, (list, tuple)):
-        if len(value) == len(sizes):
-            return list(value)
-        value = torch.cat(list(value))
-    return list(value.split(sizes))
