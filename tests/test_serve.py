@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,108 @@ def test_audio_item_is_400(server, tmp_path: Path) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client(base).chat.completions.create(model="arc-tiny", messages=messages, max_tokens=2)
     assert "audio" in str(err.value).lower()
+
+
+# ---------------------------------------------------------------------------------------
+# how arc-serve starts vLLM
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_plugin.serve", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_help_explains_the_defaults() -> None:
+    proc = run_serve("--help")
+    assert proc.returncode == 0
+    for expected in (
+        "usage: arc-serve CHECKPOINT|tiny [vllm serve options]",
+        "--chat-template", "--media-io-kwargs", "--max-model-len 20480",
+        "--enforce-eager", "--kv-cache-memory-bytes", "$ARC_KV_CACHE_MEMORY_BYTES",
+        "arc-serve CHECKPOINT --help",
+    ):  # fmt: skip
+        assert expected in proc.stdout, expected
+
+
+def test_vllm_options_come_from_vllm_serve() -> None:
+    """vLLM's `serve` subcommand parses the options (its help is `vllm serve`'s), and the
+    deprecated `vllm.entrypoints.openai.api_server` module is not used."""
+    script = (
+        "import sys\n"
+        "from vllm_plugin import serve\n"
+        "try:\n"
+        "    serve.main(['tiny', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('deprecated module loaded:', 'vllm.entrypoints.openai.api_server' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "usage: vllm serve [model_tag] [options]" in proc.stdout
+    assert "deprecated module loaded: False" in proc.stdout
+
+
+def test_cpu_engine_arguments(tmp_path: Path) -> None:
+    from vllm_plugin import engine_args, serve
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    if not engine_args.cpu_build():
+        pytest.skip("a CUDA build keeps vLLM's defaults")
+    ckpt = str(write_tiny_checkpoint(tmp_path / "ckpt"))
+
+    def added(*extra: str) -> list[str]:
+        return serve.build_args(ckpt, list(extra))
+
+    def kv(args: list[str]) -> int:
+        return int(args[args.index("--kv-cache-memory-bytes") + 1])
+
+    args = added()
+    assert args[0] == ckpt and "--enforce-eager" in args
+    assert "--gpu-memory-utilization" not in args
+    # 4 requests of 20480 tokens in 16 bits (vLLM's "auto" for this float32 checkpoint).
+    assert kv(args) == engine_args.kv_cache_bytes_for(Path(ckpt), 20480, 4, "auto")
+    args = added("--dtype", "float32", "--max-model-len=4096")
+    assert kv(args) == engine_args.kv_cache_bytes_for(Path(ckpt), 4096, 4, "float32")
+    # Given options win: one --kv-cache-memory-bytes, no cache flag next to a fraction.
+    assert added("--kv-cache-memory-bytes", "1G").count("--kv-cache-memory-bytes") == 1
+    args = added("--gpu-memory-utilization", "0.5")
+    assert "--kv-cache-memory-bytes" not in args and "--enforce-eager" in args
+    assert "--enforce-eager" not in added("--no-enforce-eager")
+
+
+def test_memory_short_is_refused_before_starting(tmp_path: Path) -> None:
+    from vllm_plugin.engine_args import cpu_build
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    if not cpu_build():
+        pytest.skip("the KV cache size is the CPU engine's setting")
+    ckpt = str(write_tiny_checkpoint(tmp_path / "ckpt"))
+    proc = run_serve(ckpt, "--kv-cache-memory-bytes", "1000T")
+    assert proc.returncode == 1
+    assert "arc-serve: the engine needs about" in proc.stderr
+    assert "Lower --kv-cache-memory-bytes or $ARC_KV_CACHE_MEMORY_BYTES" in proc.stderr
+    proc = run_serve(ckpt, "--kv-cache-memory-bytes", "1M")
+    assert proc.returncode == 1
+    assert "Raise --kv-cache-memory-bytes" in proc.stderr and "lower --max-model-len" in proc.stderr
+
+
+def test_engine_holds_the_sized_kv_cache(server) -> None:
+    """The session's engine (float32) has the KV cache arc-serve sized: 4 requests of
+    20480 tokens in whole 128-token blocks, plus vLLM's null block."""
+    import re
+
+    import httpx
+
+    from vllm_plugin.engine_args import cpu_build
+
+    if not cpu_build():
+        pytest.skip("a CUDA build keeps vLLM's defaults")
+    base, _ = server
+    metrics = httpx.get(base + "/metrics", timeout=10).text
+    info = next(line for line in metrics.splitlines() if line.startswith("vllm:cache_config_info"))
+    blocks = int(re.search(r'num_gpu_blocks="(\d+)"', info).group(1))
+    assert blocks == 4 * 20480 // 128 + 1
