@@ -26,9 +26,10 @@ from .errors import APIError
 # Over the cap, we read (and drop) up to this much more before answering, so an HTTP
 # client that sends its whole body before reading gets the 413 instead of a broken pipe.
 DRAIN_LIMIT = 64 * 1024 * 1024
-FORM_FIELD_LIMIT = 64 * 1024
-# All form fields but the file together (a field's name and value count).
-FORM_FIELDS_TOTAL = 256 * 1024
+FORM_FIELD_LIMIT = 1024
+# Everything but the file's bytes together: part headers (python-multipart allows 8 of
+# 4 kB per part), field names and values.
+FORM_FIELDS_TOTAL = 16 * 1024
 FORM_FIELDS = ("purpose",)
 PURPOSES = ("user_data", "vision", "assistants")
 # The JSON of a chat request, data URLs left out (they go to disk as they arrive).

@@ -9,11 +9,16 @@ upstream 5xx -> 502.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 
 from .errors import APIError
+from .schemas import SAMPLING_PARAMETERS
+
+# Longest first, so that "max_completion_tokens" is not read as "max_tokens"...
+_PARAMETERS = sorted(SAMPLING_PARAMETERS, key=len, reverse=True)
 
 # What one upstream call can raise when the connection fails. httpx wraps most transport
 # failures in httpx.HTTPError, but not all: on uvloop (uvicorn's default loop) a connection
@@ -57,11 +62,17 @@ def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None)
             "length; ask for fewer tokens or send a shorter clip",
             "context_length_exceeded",
         )
+    # Name the parameter vLLM complained about, if it said which: the first one its
+    # message names ("min_tokens must be at most max_tokens").
+    found = re.search(rf"\b({'|'.join(_PARAMETERS)})\b", message)
+    named = found.group(1) if found else None
+    what = f"the value of {named}" if named else "one of the request's parameters"
     raise APIError(
         400,
-        f"the model server refused the request (HTTP {response.status_code}): one of its "
-        "parameters is outside what this model accepts",
+        f"the model server refused {what} (HTTP {response.status_code}): it is outside what "
+        "this model accepts, alone or with the other parameters given",
         "upstream_rejected",
+        param=named,
     )
 
 
