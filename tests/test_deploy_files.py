@@ -892,6 +892,8 @@ def test_k8s_router(k8s):
     assert int(flag_value(args, "--k8s-port")) == engine_port
     for kind in ("readinessProbe", "livenessProbe"):
         assert probe_path(main[kind]) == "/health"
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
     # RBAC: its service account may watch the pods.
     account = router["spec"]["template"]["spec"]["serviceAccountName"]
     assert ("ServiceAccount", account) in k8s
