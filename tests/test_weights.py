@@ -369,7 +369,7 @@ def test_published_names_map_to_sharded_params(published_dir: Path, tp: int, ran
     for name, shape in shapes.items():
         if name.endswith("position_ids"):
             continue  # a buffer; the loader skips it
-        for target, value, _shard in loader._map(name, torch.empty(shape, device="meta")):
+        for target, value, _shard in loader.map_weight(name, torch.empty(shape, device="meta")):
             assert target in params, f"{name} -> {target}: no such parameter"
             pieces.setdefault(target, []).append(tuple(value.shape))
 

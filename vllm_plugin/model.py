@@ -9,6 +9,7 @@ so `--tensor-parallel-size` shards it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -39,7 +40,7 @@ from vllm.model_executor.models.interfaces import (
     SupportsMRoPE,
     SupportsMultiModal,
 )
-from vllm.model_executor.models.utils import StageMissingLayer
+from vllm.model_executor.models.utils import StageMissingLayer, WeightsMapper
 from vllm.model_executor.models.whisper import WhisperEncoder
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
@@ -284,6 +285,20 @@ class ARCVisionModel(nn.Module):
             self.perceive(self.vit(chunk)) for chunk in pixel_values.split(VIT_FRAMES_PER_CHUNK)
         ]
         return torch.cat(outputs)
+
+
+# The published names that differ from ours without any change to the tensor: Whisper's
+# MLP lives under `mlp.`, its q/k/v load into one fused projection (by shard), and the
+# buffers some exports carry are not weights.
+ARC_WEIGHTS_MAPPER = WeightsMapper(
+    orig_to_new_regex={
+        re.compile(r"^(speech_encoder\.layers\.\d+)\.(fc[12])\."): r"\1.mlp.\2.",
+        re.compile(r"(\.position_ids|rotary_emb\.inv_freq)$"): None,
+    },
+    orig_to_new_stacked={
+        f".self_attn.{proj}_proj.": (".self_attn.qkv_proj.", proj) for proj in ("q", "k", "v")
+    },
+)
 
 
 # ----------------------------------------------------------------------------
@@ -651,6 +666,8 @@ class ARCHunyuanVideoForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         return self.language_model.compute_logits(hidden_states)
 
     # --- weights (§7) ----------------------------------------------------
+    hf_to_vllm_mapper = ARC_WEIGHTS_MAPPER
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         loader = ARCWeightLoader(self)
         return loader.load(weights)
@@ -689,7 +706,9 @@ def xd_positions(
 
 
 class ARCWeightLoader:
-    """Maps the published checkpoint names onto the model, with the §7 transforms."""
+    """Loads the published checkpoint after `ARC_WEIGHTS_MAPPER`'s renames, with the
+    transforms that change tensors (§7): the interleaved qkv of the decoder and the ViT
+    split into q, k, v; the decoder's fused [up; gate] swapped into vLLM's [gate; up]."""
 
     def __init__(self, model: ARCHunyuanVideoForConditionalGeneration) -> None:
         self.model = model
@@ -708,14 +727,12 @@ class ARCWeightLoader:
         for name, tensor in weights:
             if skipped and name.startswith(skipped):
                 continue
-            if name.endswith((".position_ids", "rotary_emb.inv_freq")):
-                continue  # buffers, not weights
             if name == "language_model.lm_head.weight":
                 saw_head = True
                 if tied:
                     self._log_head_vs_embedding(tensor)
                     continue
-            for target, value, shard in self._map(name, tensor):
+            for target, value, shard in self.map_weight(name, tensor):
                 param = self._param(target, name)
                 loader = getattr(param, "weight_loader", default_weight_loader)
                 if shard is None:
@@ -745,7 +762,17 @@ class ARCWeightLoader:
                 f"`{target}`): is this an ARC-Hunyuan-Video checkpoint?"
             ) from None
 
-    def _map(self, name: str, tensor: torch.Tensor):
+    def map_weight(
+        self, name: str, tensor: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor, str | int | None]]:
+        """(parameter, tensor, shard) for one published tensor; [] for a buffer."""
+        return [
+            piece
+            for renamed, value in ARC_WEIGHTS_MAPPER.apply([(name, tensor)])
+            for piece in self._transform(renamed, value)
+        ]
+
+    def _transform(self, name: str, tensor: torch.Tensor):
         text = self.config.text_config
         vision = self.config.vision_config
         if name.startswith("language_model.") and name.endswith("self_attn.qkv_proj.weight"):
@@ -761,13 +788,8 @@ class ARCWeightLoader:
             heads = vision.num_attention_heads
             q, k, v = deinterleave_qkv(tensor, heads, 1, vision.attention_head_dim)
             return [(name, q, "q"), (name, k, "k"), (name, v, "v")]
-        if name.startswith("speech_encoder.layers."):
-            for proj, shard in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v")):
-                if f".self_attn.{proj}." in name:
-                    return [(name.replace(proj, "qkv_proj"), tensor, shard)]
-            if ".fc1." in name or ".fc2." in name:
-                return [(name.replace(".fc", ".mlp.fc"), tensor, None)]
-        return [(name, tensor, None)]
+        # A stacked name from the mapper carries its shard (Whisper's q, k, v).
+        return [(name, tensor, getattr(tensor, "shard_id", None))]
 
     def _zero_missing_k_bias(self, loaded: set[str]) -> None:
         # Whisper's k_proj has no bias; the fused qkv bias slot for k must be zero.
