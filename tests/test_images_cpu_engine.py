@@ -71,6 +71,7 @@ def test_cpu_engine_image_serves_logprobs_without_a_compiler(tmp_path: Path) -> 
         if value.startswith(env["HOME"]):
             env[name] = str(home) + value[len(env["HOME"]) :]
     env["PATH"] = path_without_compilers(tmp_path)
+    env["VLLM_LOGGING_LEVEL"] = "INFO"  # vLLM's default, named: the log is read below
     entry = shutil.which(command[0], path=env["PATH"])
     assert entry, f"{command[0]} is not installed next to {sys.executable}"
 
@@ -113,3 +114,7 @@ def test_cpu_engine_image_serves_logprobs_without_a_compiler(tmp_path: Path) -> 
         assert httpx.get(base + "/health", timeout=10).status_code == 200, "engine alive"
     finally:
         stop(engine)
+    # The KV cache has the size the command gives, not a share of the machine's memory
+    # measured after a warm-up (that one took a minute here: "Auto set ... for KV cache").
+    text = log.read_text()
+    assert "Explicitly set" in text and "Auto set" not in text
