@@ -65,6 +65,65 @@ DASHBOARD_PANELS = (
     "KV cache use",
     "Errors by reason",
 )
+# The router's options at the pinned image's release (production-stack tag vllm-stack-0.1.12,
+# src/vllm_router/parsers/parser.py); its --routing-logic choices there.
+ROUTER_FLAGS = {
+    "--backend-health-check-timeout-seconds",
+    "--batch-processor",
+    "--callbacks",
+    "--decode-model-labels",
+    "--dynamic-config-json",
+    "--dynamic-config-yaml",
+    "--enable-batch-api",
+    "--engine-stats-interval",
+    "--external-providers-config",
+    "--feature-gates",
+    "--file-storage-class",
+    "--file-storage-path",
+    "--host",
+    "--k8s-label-selector",
+    "--k8s-namespace",
+    "--k8s-port",
+    "--k8s-service-discovery-type",
+    "--k8s-watcher-timeout-seconds",
+    "--kv-aware-threshold",
+    "--lmcache-controller-heartbeat-port",
+    "--lmcache-controller-port",
+    "--lmcache-controller-reply-port",
+    "--lmcache-health-check-interval",
+    "--lmcache-worker-timeout",
+    "--log-format",
+    "--log-level",
+    "--log-stats",
+    "--log-stats-interval",
+    "--max-instance-failover-reroute-attempts",
+    "--otel-endpoint",
+    "--otel-secure",
+    "--otel-service-name",
+    "--port",
+    "--prefill-model-labels",
+    "--prefix-min-match-length",
+    "--request-rewriter",
+    "--request-stats-window",
+    "--root-path",
+    "--routing-logic",
+    "--sentry-dsn",
+    "--sentry-profile-session-sample-rate",
+    "--sentry-traces-sample-rate",
+    "--service-discovery",
+    "--session-key",
+    "--static-aliases",
+    "--static-backend-health-check-interval",
+    "--static-backend-health-check-timeout-seconds",
+    "--static-backend-health-checks",
+    "--static-backends",
+    "--static-model-labels",
+    "--static-model-types",
+    "--static-models",
+    "--version",
+}
+ROUTER_ROUTING_LOGIC = {"roundrobin", "session", "kvaware", "prefixaware", "disaggregated_prefill"}
+
 # The gateway's documented options (flags / ARC_GATEWAY_* variables), used when the
 # gateway's settings module cannot be imported.
 GATEWAY_OPTIONS_FALLBACK = {
@@ -881,6 +940,10 @@ def test_k8s_router(k8s):
     assert repo == "lmcache/lmstack-router"
     assert_pinned(main["image"])
     args = [str(a) for a in main["args"]]
+    assert main["image"].endswith(":v0.1.12"), "ROUTER_FLAGS are those of v0.1.12"
+    unknown = {a.split("=")[0] for a in args if a.startswith("--")} - ROUTER_FLAGS
+    assert not unknown, f"not options of the router: {unknown}"
+    assert flag_value(args, "--routing-logic") in ROUTER_ROUTING_LOGIC
     assert flag_value(args, "--service-discovery") == "k8s"
     assert flag_value(args, "--routing-logic") == "session"
     assert flag_value(args, "--session-key") == "x-arc-file-id"
