@@ -34,4 +34,5 @@ def test_one_run_is_timed_with_its_stages(media_dir: Path, tmp_path: Path) -> No
     assert list(stages) == ["video_prepared_s", "engine_starting_s", "answering_s", "answered_s"]
     assert list(stages.values()) == sorted(stages.values())
     assert 0 < stages["answered_s"] <= run["seconds"] == report["first_run_s"]
+    assert run["cpu_s"] > 1  # the command's own CPU time (imports, engine, answer)
     assert "run 1:" in proc.stdout and "first run" in proc.stdout
