@@ -46,6 +46,12 @@ def test_kv_bytes_per_token(tiny: Path, tmp_path: Path) -> None:
     assert engine_args.kv_bytes_per_token(tmp_path, "float32") == 2 * 3 * 1 * 8 * 4
 
 
+def test_tensor_parallel_workers_share_the_kv_heads(tiny: Path) -> None:
+    one = engine_args.kv_bytes_per_token(tiny, "float32")
+    assert engine_args.kv_bytes_per_token(tiny, "float32", tp=2) == one // 2  # 2 KV heads
+    assert engine_args.kv_bytes_per_token(tiny, "float32", tp=4) == one // 2  # one each
+
+
 def test_kv_cache_bytes_for_whole_blocks(tiny: Path) -> None:
     per_token = engine_args.kv_bytes_per_token(tiny, "float32")
     # 20480 tokens = 160 blocks of 128, plus vLLM's null block; per request.
@@ -74,13 +80,21 @@ def test_too_small_a_cache_says_what_to_change(tiny: Path) -> None:
 
 def test_memory_short_says_what_to_change(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_args, "available_memory", lambda: (3 * 2**30, 9 * 2**30))
-    CpuEngine(tiny, 2**29, 20480, "float32").check_memory()  # 0.5 GiB + 2 GiB runtime fit
+    weights = engine_args.weights_bytes(tiny, "float32")
+    # In one process: 1 GiB of runtime next to the cache and the weights.
+    CpuEngine(tiny, 3 * 2**30 - weights - 2**30, 20480, "float32", in_process=True).check_memory()
     with pytest.raises(SystemExit) as refusal:
-        CpuEngine(tiny, 2 * 2**30, 20480, "float32", "arc-test").check_memory()
+        CpuEngine(tiny, 2**29, 20480, "float32", "arc-test").check_memory()
     message = str(refusal.value)
-    assert "the engine needs about 4.01 GiB (KV cache 2.00 GiB" in message
+    # A server: API server, engine core and worker.
+    assert "the engine needs about 3.51 GiB (KV cache 512 MiB" in message
+    assert "runtime 3.00 GiB" in message
     assert "this NUMA node has 3.00 GiB of 9.00 GiB available" in message
     assert "Lower --kv-cache-memory-bytes or $ARC_KV_CACHE_MEMORY_BYTES" in message
+    with pytest.raises(SystemExit) as refusal:
+        CpuEngine(tiny, 2**28, 20480, "float32", workers=2).check_memory()
+    # 256 MiB per worker; the caller, the engine core and two workers.
+    assert "KV cache 512 MiB, weights 12 MiB, runtime 4.00 GiB" in str(refusal.value)
 
 
 def test_available_memory_is_vllms_measure() -> None:

@@ -96,7 +96,9 @@ def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any
         args.kv_cache_memory_bytes,
         engine_args.kv_cache_bytes_for(model, MAX_MODEL_LEN, 1, args.dtype),
     )
-    engine_args.CpuEngine(model, kv_bytes, MAX_MODEL_LEN, args.dtype, "arc-ask").check_memory()
+    engine = engine_args.CpuEngine(model, kv_bytes, MAX_MODEL_LEN, args.dtype, "arc-ask")
+    engine.in_process = True
+    engine.check_memory()
     engine_args.set_cpu_environment()
     # One process: the engine core and its worker run in this one instead of starting
     # two more (each importing torch and vLLM again: 10-20 s on two cores).
@@ -121,9 +123,10 @@ def register_model_class() -> None:
 
 def answer(args: argparse.Namespace, model: Path) -> tuple[str, int, int]:
     options, where = engine_options(args, model)
+    log("loading vLLM and the model code")
+    register_model_class()
     from . import preprocess
 
-    register_model_class()
     t0 = time.perf_counter()
     video = preprocess.prepare_video(args.video, font_path=args.font)
     log(

@@ -25,10 +25,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 KV_CACHE_ENV = "ARC_KV_CACHE_MEMORY_BYTES"
-# What an engine holds besides weights and KV cache (torch, vLLM, the encoders'
-# activations for a 150-frame video, the processes of the API server): measured 1.4-1.9 GB
-# for the tiny checkpoint, rounded up.
-RUNTIME_BYTES = 2 * 2**30
+# What each process of an engine holds besides weights and KV cache (torch, vLLM, the
+# encoders' activations): measured 0.8-1.3 GiB RSS per process with the tiny checkpoint
+# (arc-ask's one process 1.3 GiB; arc-serve's API server, engine core and worker 2.7 GiB).
+PROCESS_BYTES = 2**30
 # The CPU attention backend's block size: the cache is allocated in whole blocks.
 BLOCK_TOKENS = 128
 
@@ -74,8 +74,9 @@ def _read_config(checkpoint: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def kv_bytes_per_token(checkpoint: Path, dtype: str = "auto") -> int:
-    """Key + value bytes one token takes in the decoder's cache (all layers).
+def kv_bytes_per_token(checkpoint: Path, dtype: str = "auto", tp: int = 1) -> int:
+    """Key + value bytes one token takes in the decoder's cache (all layers) of one of
+    `tp` tensor-parallel workers (each holds its share of the KV heads, at least one).
 
     A config without these fields counts as the 7B's shape. "auto" is 2 bytes: vLLM
     runs a float32 checkpoint in 16 bits unless asked for float32 (config/model.py)."""
@@ -86,14 +87,17 @@ def kv_bytes_per_token(checkpoint: Path, dtype: str = "auto") -> int:
     head_dim = text.get("attention_head_dim") or text.get("head_dim")
     if not head_dim:
         head_dim = int(text.get("hidden_size", 4096)) // int(text.get("num_attention_heads", 32))
-    return 2 * layers * kv_heads * int(head_dim) * _DTYPE_BYTES.get(dtype, 2)
+    per_worker = max(1, kv_heads // tp)  # as vLLM's ModelConfig.get_num_kv_heads
+    return 2 * layers * per_worker * int(head_dim) * _DTYPE_BYTES.get(dtype, 2)
 
 
-def kv_cache_bytes_for(checkpoint: Path, max_model_len: int, sequences: int, dtype: str) -> int:
-    """The cache `sequences` requests of `max_model_len` tokens need at once: whole
-    blocks, plus the one block vLLM keeps back (the null block)."""
+def kv_cache_bytes_for(
+    checkpoint: Path, max_model_len: int, sequences: int, dtype: str, tp: int = 1
+) -> int:
+    """The cache (per worker) `sequences` requests of `max_model_len` tokens need at once:
+    whole blocks, plus the one block vLLM keeps back (the null block)."""
     blocks = sequences * math.ceil(max_model_len / BLOCK_TOKENS) + 1
-    return blocks * BLOCK_TOKENS * kv_bytes_per_token(checkpoint, dtype)
+    return blocks * BLOCK_TOKENS * kv_bytes_per_token(checkpoint, dtype, tp)
 
 
 def weights_bytes(checkpoint: Path, dtype: str = "auto") -> int:
@@ -123,11 +127,23 @@ def available_memory() -> tuple[int, int]:
 
         memory = psutil.virtual_memory()
         total, free = memory.total, memory.available
-    limit = _read_int(Path("/sys/fs/cgroup/memory.max"))
+    limit, used = _cgroup_memory()
     if limit is not None and limit < total:
-        used = _read_int(Path("/sys/fs/cgroup/memory.current")) or 0
         total, free = limit, max(0, min(free, limit - used))
     return free, total
+
+
+def _cgroup_memory() -> tuple[int | None, int]:
+    """(limit, usage) of this process's memory cgroup, v2 or v1; no limit: (None, 0)."""
+    v2 = Path("/sys/fs/cgroup")
+    limit = _read_int(v2 / "memory.max")
+    if limit is not None:
+        return limit, _read_int(v2 / "memory.current") or 0
+    v1 = Path("/sys/fs/cgroup/memory")
+    limit = _read_int(v1 / "memory.limit_in_bytes")
+    if limit is not None and limit < 1 << 62:  # v1 writes a huge number for "no limit"
+        return limit, _read_int(v1 / "memory.usage_in_bytes") or 0
+    return None, 0
 
 
 def _read_int(path: Path) -> int | None:
@@ -139,7 +155,8 @@ def _read_int(path: Path) -> int | None:
 
 @dataclass
 class CpuEngine:
-    """What one CPU engine will hold, checked before it starts."""
+    """What one CPU engine will hold, checked before it starts. `kv_cache_bytes` is per
+    worker, as vLLM's --kv-cache-memory-bytes."""
 
     checkpoint: Path
     kv_cache_bytes: int
@@ -148,12 +165,16 @@ class CpuEngine:
     program: str = "arc"
     # How to shorten the context, where the program has an option for it.
     length_hint: str = ""
+    workers: int = 1  # tensor-parallel size
+    # In the caller's process (one process in all), or a server / multiprocess engine:
+    # the caller or API server, the engine core and one process per worker.
+    in_process: bool = False
 
     def check_memory(self) -> None:
         """Exits with what to change when the KV cache cannot hold one full-length
-        request, or when KV cache and weights do not fit the memory available."""
-        per_token = kv_bytes_per_token(self.checkpoint, self.dtype)
-        one = kv_cache_bytes_for(self.checkpoint, self.max_model_len, 1, self.dtype)
+        request, or when KV cache, weights and processes do not fit the memory available."""
+        per_token = kv_bytes_per_token(self.checkpoint, self.dtype, self.workers)
+        one = kv_cache_bytes_for(self.checkpoint, self.max_model_len, 1, self.dtype, self.workers)
         how = f"--kv-cache-memory-bytes or ${KV_CACHE_ENV}"
         if self.kv_cache_bytes < one:
             raise SystemExit(
@@ -164,12 +185,14 @@ class CpuEngine:
             )
         weights = weights_bytes(self.checkpoint, self.dtype)
         free, total = available_memory()
-        need = self.kv_cache_bytes + weights + RUNTIME_BYTES
+        runtime = (1 if self.in_process else 2 + self.workers) * PROCESS_BYTES
+        kv_total = self.kv_cache_bytes * self.workers
+        need = kv_total + weights + runtime
         if need > free:
             raise SystemExit(
                 f"{self.program}: the engine needs about {size(need)} (KV cache "
-                f"{size(self.kv_cache_bytes)}, weights {size(weights)}, runtime "
-                f"{size(RUNTIME_BYTES)}) and this NUMA node has {size(free)} of {size(total)} "
+                f"{size(kv_total)}, weights {size(weights)}, runtime "
+                f"{size(runtime)}) and this NUMA node has {size(free)} of {size(total)} "
                 f"available. Lower {how} (one request of {self.max_model_len} tokens "
                 f"needs {one}){self.length_hint}, or free memory."
             )

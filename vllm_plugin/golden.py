@@ -135,13 +135,10 @@ def build_engine(
 
     options: dict[str, Any] = {}
     if engine_args.cpu_build():
-        # Each worker holds every KV head when they do not split (tiny-a has one).
-        kv_bytes = engine_args.kv_cache_bytes(
-            kv, engine_args.kv_cache_bytes_for(checkpoint, max_model_len, sequences, dtype)
-        )
-        engine = engine_args.CpuEngine(
-            checkpoint, kv_bytes * tp, max_model_len, dtype, "arc-golden"
-        )
+        need = engine_args.kv_cache_bytes_for(checkpoint, max_model_len, sequences, dtype, tp)
+        kv_bytes = engine_args.kv_cache_bytes(kv, need)
+        engine = engine_args.CpuEngine(checkpoint, kv_bytes, max_model_len, dtype, "arc-golden")
+        engine.workers, engine.in_process = tp, tp == 1
         engine.check_memory()
         engine_args.set_cpu_environment()
         if tp == 1:

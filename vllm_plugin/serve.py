@@ -68,16 +68,18 @@ def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
     except ValueError:  # "auto": the plugin's own length
         max_model_len = int(DEFAULTS["--max-model-len"])
     dtype = option_value(extra, "--dtype") or "auto"
+    tp = int(option_value(extra, "--tensor-parallel-size") or option_value(extra, "-tp") or 1)
     path = Path(checkpoint)
     kv_text = option_value(extra, "--kv-cache-memory-bytes")
     if kv_text is not None:
         kv_bytes = engine_args.parse_bytes(kv_text)
     else:
-        need = engine_args.kv_cache_bytes_for(path, max_model_len, SERVE_SEQUENCES, dtype)
+        need = engine_args.kv_cache_bytes_for(path, max_model_len, SERVE_SEQUENCES, dtype, tp)
         kv_bytes = engine_args.kv_cache_bytes(None, need)
         added += ["--kv-cache-memory-bytes", str(kv_bytes)]
     hint = ", or lower --max-model-len"
-    engine_args.CpuEngine(path, kv_bytes, max_model_len, dtype, "arc-serve", hint).check_memory()
+    engine = engine_args.CpuEngine(path, kv_bytes, max_model_len, dtype, "arc-serve", hint, tp)
+    engine.check_memory()
     return added
 
 
