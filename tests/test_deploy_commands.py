@@ -1,8 +1,9 @@
 """The CPU compose stack's commands, run exactly as the images run them but outside Docker:
 the engine image's entrypoint (`arc-serve`) and ENV with the `vllm-cpu` service's arguments
-and environment, no C++ compiler on PATH; the gateway image's entrypoint (`arc-gateway`)
-with the `gateway-cpu` service's environment. Only addresses, ports and directories are
-changed to this machine's.
+and environment, no C++ compiler on PATH; the gateway image's entrypoint (`arc-gateway`),
+installed as the gateway image installs it (a venv without vLLM,
+tests/test_deploy_dependencies.py), with the `gateway-cpu` service's environment. Only
+addresses, ports and directories are changed to this machine's.
 
 The engine, reached directly, must refuse media it would have to fetch (an http URL on
 loopback, a file:// URL): behind the gateway it takes data: URLs only (issue 13)."""
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from servers import free_port, stop, wait_until
+from test_deploy_dependencies import build_gateway_venv
 from test_deploy_files import dockerfile, exec_form, image_env, stages
 from test_images_cpu_engine import path_without_compilers
 
@@ -99,6 +100,7 @@ def test_cpu_stack_commands_answer_through_the_gateway(
     tmp_path: Path, media_dir: Path, media_server: tuple[str, list[str]]
 ) -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
+    gateway_bin = build_gateway_venv(tmp_path / "build-context") / "bin"
     engine_port, gateway_port = free_port(), free_port()
 
     args = [defaults(a) for a in services["vllm-cpu"]["command"]]
@@ -137,8 +139,14 @@ def test_cpu_stack_commands_answer_through_the_gateway(
         video = base64.b64encode((media_dir / "w33698kgs05.mp4").read_bytes()).decode()
         answered = ask_engine(engine_base, "arc-tiny", "data:video/mp4;base64," + video)
         assert answered.status_code == 200, answered.text
-        gateway_env = {k: defaults(v) for k, v in services["gateway-cpu"]["environment"].items()}
+        # The image's ENV, then the service's environment; the image's PATH (its venv first).
+        gateway_env = image_env(dockerfile("gateway.Dockerfile"))
         gateway_env.update(
+            {k: defaults(v) for k, v in services["gateway-cpu"]["environment"].items()}
+        )
+        gateway_env.update(
+            PATH=f"{gateway_bin}:/usr/local/bin:/usr/bin:/bin",
+            HOME=str(tmp_path),
             ARC_GATEWAY_HOST="127.0.0.1",
             ARC_GATEWAY_PORT=str(gateway_port),
             ARC_GATEWAY_FILES_DIR=str(tmp_path / "files"),
@@ -147,8 +155,9 @@ def test_cpu_stack_commands_answer_through_the_gateway(
         )
         gateway_log = tmp_path / "gateway.log"
         gateway = subprocess.Popen(
-            [console(entrypoint("gateway.Dockerfile"))],
-            env={**os.environ, **gateway_env},
+            [str(gateway_bin / entrypoint("gateway.Dockerfile"))],
+            env=gateway_env,
+            cwd=tmp_path,
             stdout=gateway_log.open("w"),
             stderr=subprocess.STDOUT,
         )

@@ -149,6 +149,7 @@ def _build_context(destination: Path) -> Path:
         if line.strip().startswith("!")
     }
     assert allowed == set(BUILD_CONTEXT), f".dockerignore lets in {sorted(allowed)}"
+    destination.mkdir(parents=True, exist_ok=True)
     for name in BUILD_CONTEXT:
         source = REPO / name
         if source.is_dir():
@@ -176,16 +177,15 @@ def _torch_cpu_index() -> str:
     raise AssertionError("gateway.Dockerfile has no TORCH_CPU_INDEX")
 
 
-@pytest.fixture(scope="module")
-def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_gateway_venv(scratch: Path) -> Path:
     """A venv with only what the gateway image installs, built once per pyproject.toml
     (about 1-2 minutes: torch's CPU wheel is the bulk); the project itself is reinstalled
-    from the current sources on every run."""
+    from the current sources (copied under `scratch`) on every call."""
     key = hashlib.sha256(PYPROJECT.read_bytes() + sys.version.encode()).hexdigest()[:16]
     venv = Path(tempfile.gettempdir()) / f"arc-gateway-venv-{key}"
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    context = _build_context(tmp_path_factory.mktemp("build-context"))
+    context = _build_context(scratch)
     with open(venv.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest run may be building it
         if not (venv / "ready").is_file():
@@ -207,6 +207,11 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             _run([*pip, "--no-deps", "--force-reinstall", str(context)])
     return venv
+
+
+@pytest.fixture(scope="module")
+def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_gateway_venv(tmp_path_factory.mktemp("build-context"))
 
 
 DECODE_CONTAINER = """
