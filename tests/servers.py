@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,6 +11,26 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "clang++", "x86_64-linux-gnu-gcc")
+
+
+def environment_without_compilers(folder: Path, tools: tuple[str, ...]) -> dict[str, str]:
+    """This environment as a bare machine or image has it: PATH reduced to the venv's bin
+    and links to `tools` (in `folder`), no C++ compiler, no TORCH_COMPILE_DISABLE. vLLM 0.32
+    compiles its logprobs op with inductor even in eager mode, unless that variable is 1:
+    the commands must set it themselves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"{tool} not found")
+        (folder / tool).symlink_to(found)
+    path = f"{Path(sys.executable).parent}:{folder}"
+    assert not [c for c in COMPILERS if shutil.which(c, path=path)], path
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_COMPILE_DISABLE", "CC", "CXX")}
+    return {**env, "PATH": path}
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import environment_without_compilers
 
 pytestmark = pytest.mark.engine
 
@@ -17,6 +18,7 @@ QUESTION = "What is happening in the video?"
 
 
 def arc_ask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`arc-ask ARGS` with these variables added to this environment."""
     # `python -m` calls main() with no arguments, as the console command does.
     return subprocess.run(
         [sys.executable, "-m", "vllm_plugin.ask", *args],
@@ -29,9 +31,13 @@ def arc_ask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_main_command_answers_quietly(media_dir: Path, tmp_path: Path) -> None:
+    """Also on a machine without a C++ compiler (vLLM runs lscpu through sh)."""
     temp = tmp_path / "temp"
     temp.mkdir()
-    env = {"ARC_TINY_DIR": str(tmp_path / "tiny"), "TMPDIR": str(temp)}
+    # PATH without compilers; this environment has no TORCH_COMPILE_DISABLE either.
+    env = environment_without_compilers(tmp_path / "tools", ("ffmpeg", "lscpu", "sh"))
+    assert "TORCH_COMPILE_DISABLE" not in os.environ
+    env = {"PATH": env["PATH"], "ARC_TINY_DIR": str(tmp_path / "tiny"), "TMPDIR": str(temp)}
     proc = arc_ask(str(media_dir / "w33698kgs05.mp4"), QUESTION, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip(), "no answer"

@@ -99,7 +99,6 @@ def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any
     engine = engine_args.CpuEngine(model, kv_bytes, MAX_MODEL_LEN, args.dtype, "arc-ask")
     engine.in_process = True
     engine.check_memory()
-    engine_args.set_cpu_environment()
     # One process: the engine core and its worker run in this one instead of starting
     # two more (each importing torch and vLLM again: 10-20 s on two cores).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -185,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.video).is_file():
         parser.error(f"no such video file: {args.video}")
 
+    from . import engine_args
+
+    if engine_args.cpu_build():
+        # Before torch is imported: it reads TORCH_COMPILE_DISABLE once, at import.
+        engine_args.set_cpu_environment()
     if args.model:
         model = Path(args.model)
     else:

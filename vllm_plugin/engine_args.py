@@ -205,7 +205,8 @@ def kv_cache_bytes(given: str | None, default: int) -> int:
 
 
 def set_cpu_environment(env: dict[str, str] | os._Environ = os.environ) -> None:
-    """Process settings of a CPU engine (kept when the caller already set them)."""
+    """Process settings of a CPU engine (kept when the caller already set them). Call it
+    before torch is imported: torch reads TORCH_COMPILE_DISABLE once, at import."""
     # vLLM 0.32 compiles its logprobs op with inductor even in eager mode
     # (vllm/v1/sample/ops/logprobs.py); with no C++ compiler that kills the engine.
     env.setdefault("TORCH_COMPILE_DISABLE", "1")

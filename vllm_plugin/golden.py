@@ -21,10 +21,12 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch  # imported in main() after the CPU engine's environment is set
 
 LAYOUT_DIRS = {"A": "path_a", "B": "path_b"}
 GREEDY_STEPS = 16
@@ -69,6 +71,8 @@ def load_pixel_values(frames_dir: Path, num_frames: int) -> torch.Tensor:
 
 
 def bf16_sha256(tensor: torch.Tensor) -> str:
+    import torch
+
     raw = tensor.contiguous().view(torch.uint16).numpy().tobytes()
     return hashlib.sha256(raw).hexdigest()
 
@@ -89,6 +93,8 @@ class Case:
         self.meta = json.loads((self.input_dir / "inputs.json").read_text())
 
     def model_inputs(self) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
+        import torch
+
         problems = []
         n = int(self.meta["num_frames"])
         pixels = load_pixel_values(self.input_dir, n)
@@ -140,7 +146,6 @@ def build_engine(
         engine = engine_args.CpuEngine(checkpoint, kv_bytes, max_model_len, dtype, "arc-golden")
         engine.workers, engine.in_process = tp, tp == 1
         engine.check_memory()
-        engine_args.set_cpu_environment()
         if tp == 1:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         elif "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
@@ -364,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.paths = [p for p in args.paths.upper() if p in LAYOUT_DIRS]
+
+    from . import engine_args
+
+    if engine_args.cpu_build():
+        # Before torch is imported: it reads TORCH_COMPILE_DISABLE once, at import.
+        engine_args.set_cpu_environment()
+    import torch
 
     from . import register
 

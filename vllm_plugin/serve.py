@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in HELP_FLAGS:
         print_help()
         return 0
+    if engine_args.cpu_build():
+        # Before torch is imported (the tiny checkpoint's writer imports it).
+        engine_args.set_cpu_environment()
     checkpoint, extra = argv[0], argv[1:]
     asks_help = any(arg.split("=", 1)[0] in HELP_FLAGS for arg in extra)
     if checkpoint == "tiny" and not asks_help:
@@ -151,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     if asks_help:
         run_vllm_serve([checkpoint, *extra])  # vLLM's help for its options
         return 0
-    if engine_args.cpu_build():
-        engine_args.set_cpu_environment()
     args = build_args(checkpoint, extra)
     say("vllm serve " + shlex.join(args))
     run_vllm_serve(args)
