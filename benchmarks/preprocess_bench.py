@@ -1,5 +1,5 @@
-"""Preprocessing benchmark: our ingestion (vllm_plugin.preprocess) against the model authors'
-pipeline rebuilt from the spec (benchmarks/reference_pipeline.py).
+"""Preprocessing benchmark: our ingestion (arc_media + vllm_plugin.features) against the model
+authors' pipeline rebuilt from the spec (benchmarks/reference_pipeline.py).
 
 For every file (the clips of ../shared/media and synthetic 720p/1080p clips made here with
 ffmpeg) each pipeline runs in a fresh Python process, so that wall time, CPU seconds and peak
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import functools
 import json
 import math
 import os
@@ -373,87 +372,39 @@ def collect_media(args: argparse.Namespace, say) -> list[MediaItem]:
 # ------------------------------------------------------------------------------------------
 # the worker: one pipeline, one file, in its own process
 
-_STAGE_TIMES: dict[str, float] = {}
-
-
-def _add(stage: str, seconds: float) -> None:
-    _STAGE_TIMES[stage] = _STAGE_TIMES.get(stage, 0.0) + seconds
-
-
-def _timed(function, stage: str):
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _add(stage, time.perf_counter() - t0)
-
-    return wrapper
-
-
-def _timed_frames(function, stage: str):
-    """Time spent inside a frame generator (the decoder), not in its consumer."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        frames = function(*args, **kwargs)
-        try:
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    item = next(frames)
-                except StopIteration:
-                    return
-                finally:
-                    _add(stage, time.perf_counter() - t0)
-                yield item
-        finally:
-            frames.close()
-
-    return wrapper
-
 
 class _OursRunner:
-    """prepare_video(path, features=True) + pixel_values(frames): what the model gets. The
-    module's own functions are wrapped (in this worker process only) to time the stages;
-    prepare_video looks them up at call time. Audio + features run on a second thread while
-    the frames decode, so these stage times overlap."""
+    """prepare_video(path, features=whisper_features) + pixel_values(frames): what the model
+    gets. The stages are timed by the pipeline's own hook (`timings=`). Audio + features run
+    on a second thread while the frames decode, and the overlay and resize on stamping
+    threads, so these stage times overlap."""
 
     def __init__(self, font: str, audio_mode: str = "mp3", decoder: str = "pyav"):
-        from PIL import Image
+        # imported here: the import time counts as the worker's setup, not as a run
+        from arc_media.pipeline import prepare_video
+        from vllm_plugin.features import pixel_values, whisper_features
 
-        from vllm_plugin import preprocess as pp
-
-        self.pp, self.font, self.audio_mode, self.decoder = pp, font, audio_mode, decoder
-        for name in pp.DECODERS:
-            pp.DECODERS[name] = _timed_frames(pp.DECODERS[name], "decode")
-        for name, stage in (
-            ("probe_video", "probe"),
-            ("sample_plan", "probe"),
-            ("decode_frames", "frames"),
-            ("draw_timestamp", "overlay"),
-            ("load_audio", "audio"),
-            ("whisper_features", "features"),
-        ):
-            setattr(pp, name, _timed(getattr(pp, name), stage))
-        Image.Image.resize = _timed(Image.Image.resize, "resize")
+        self.prepare, self.pixel_values, self.features = (
+            prepare_video,
+            pixel_values,
+            whisper_features,
+        )
+        self.font, self.audio_mode, self.decoder = font, audio_mode, decoder
 
     def __call__(self, path: Path) -> dict:
-        pp = self.pp
-        prepared = pp.prepare_video(
+        stages: dict[str, float] = {}
+        prepared = self.prepare(
             path,
             font_path=self.font,
-            features=True,
+            features=self.features,
             audio_mode=self.audio_mode,
             decoder=self.decoder,
+            timings=stages,
         )
         t0 = time.perf_counter()
-        pp.pixel_values(prepared.frames)
-        _add("normalise", time.perf_counter() - t0)
-        stages = dict(_STAGE_TIMES)
-        frames_total = stages.pop("frames", 0.0)
-        stages["frames_path"] = frames_total
+        self.pixel_values(prepared.frames)
+        stages["normalise"] = time.perf_counter() - t0
+        stages["frames_path"] = stages.pop("frames", 0.0)
         stages["audio_path"] = stages.get("audio", 0.0) + stages.get("features", 0.0)
         return {
             "frames": prepared.frames,
@@ -517,7 +468,7 @@ def worker_main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     font = args.font
     if font is None:
-        from vllm_plugin.preprocess import default_font_path
+        from arc_media.overlay import default_font_path
 
         font = default_font_path()
     if args.worker == "ours":
@@ -534,7 +485,6 @@ def worker_main(args: argparse.Namespace) -> int:
 
     walls, cpus, stage_runs, result = [], [], [], None
     for _ in range(max(1, args.repeat)):
-        _STAGE_TIMES.clear()
         result = None  # let the previous output go before the next run
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         result = runner(Path(args.video))
@@ -1191,7 +1141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.preprocess_bench",
         description=(
-            "Benchmark our video preprocessing (vllm_plugin.preprocess.prepare_video with "
+            "Benchmark our video preprocessing (arc_media.pipeline.prepare_video with "
             "features, then pixel_values) against the authors' pipeline rebuilt from the spec "
             "(decord, moviepy mp3 export, librosa, PIL, torch transforms, transformers "
             "WhisperFeatureExtractor). Each pipeline runs every file in a fresh process "

@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 from media_factory import ffmpeg, rotate
 
-from vllm_plugin import frame_decode
-from vllm_plugin import preprocess as P
+from arc_media import frame_decode
+from arc_media.frames import decode_frames
+from arc_media.limits import MediaError, MediaTimeoutError
+from arc_media.overlay import default_font_path
+from arc_media.pipeline import PreparedVideo, prepare_video
+from arc_media.plan import sample_plan
+from arc_media.probe import probe_video
 
 SOURCE = "testsrc2=size={size}:rate={fps}:duration={seconds}"
 
@@ -92,13 +97,13 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return made
 
 
-def both_decoders(path: Path, **clip: float) -> tuple[P.PreparedVideo, P.PreparedVideo]:
-    ours = P.prepare_video(path, decoder="pyav", audio_mode="direct", **clip)
-    theirs = P.prepare_video(path, decoder="ffmpeg", audio_mode="direct", **clip)
+def both_decoders(path: Path, **clip: float) -> tuple[PreparedVideo, PreparedVideo]:
+    ours = prepare_video(path, decoder="pyav", audio_mode="direct", **clip)
+    theirs = prepare_video(path, decoder="ffmpeg", audio_mode="direct", **clip)
     return ours, theirs
 
 
-def assert_same_frames(ours: P.PreparedVideo, theirs: P.PreparedVideo) -> None:
+def assert_same_frames(ours: PreparedVideo, theirs: PreparedVideo) -> None:
     assert ours.frame_indices == theirs.frame_indices
     assert ours.frames.shape == theirs.frames.shape
     difference = np.abs(ours.frames.astype(np.int16) - theirs.frames).mean()
@@ -183,20 +188,20 @@ def test_leaves_out_only_what_nothing_needs(clips: dict[str, Path]) -> None:
 
 def test_timeout_and_damage(clips: dict[str, Path], tmp_path: Path) -> None:
     path = clips["h264_no_pyramid"]
-    probe = P.probe_video(path)
-    indices, intervals = P.sample_plan(probe.num_frames, probe.fps)
-    font = P.default_font_path()
-    with pytest.raises(P.MediaTimeoutError, match="time limit"):
-        P.decode_frames(path, probe, indices, intervals, font_path=font, timeout_s=1e-6)
+    probe = probe_video(path)
+    indices, intervals = sample_plan(probe.num_frames, probe.fps)
+    font = default_font_path()
+    with pytest.raises(MediaTimeoutError, match="time limit"):
+        decode_frames(path, probe, indices, intervals, font_path=font, timeout_s=1e-6)
     # cut in half: the frames that are there come out, the rest repeat the last one,
     # as with the ffmpeg decoder
     cut = tmp_path / "cut.mp4"
     data = path.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(P.MediaError):
-        P.prepare_video(cut, decoder="pyav")
-    with pytest.raises(P.MediaError):
-        P.prepare_video(cut, decoder="ffmpeg")
+    with pytest.raises(MediaError):
+        prepare_video(cut, decoder="pyav")
+    with pytest.raises(MediaError):
+        prepare_video(cut, decoder="ffmpeg")
 
 
 def test_damaged_streams_still_give_every_planned_frame(tmp_path: Path) -> None:
@@ -222,4 +227,4 @@ def test_damaged_streams_still_give_every_planned_frame(tmp_path: Path) -> None:
 
 def test_unknown_decoder_is_refused(clips: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="unknown decoder"):
-        P.prepare_video(clips["vp9"], decoder="nvdec")
+        prepare_video(clips["vp9"], decoder="nvdec")

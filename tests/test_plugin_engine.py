@@ -232,7 +232,7 @@ import numpy as np
 
 def main():
     from vllm import LLM, SamplingParams
-    from vllm_plugin import preprocess
+    from arc_media.pipeline import prepare_video
     from vllm_plugin.ask import prompt_ids
 
     checkpoint, tone, noise = sys.argv[1:4]
@@ -246,7 +246,7 @@ def main():
                            params, use_tqdm=False)[0]
         return {str(k): v.logprob for k, v in out.outputs[0].logprobs[0].items()}
 
-    videos = {name: preprocess.prepare_video(path) for name, path in (("tone", tone), ("noise", noise))}
+    videos = {name: prepare_video(path) for name, path in (("tone", tone), ("noise", noise))}
     result = {}
     for label, name in (("tone", "tone"), ("noise", "noise"), ("tone again", "tone")):
         v = videos[name]

@@ -21,7 +21,10 @@ import pytest
 import torch
 from media_factory import ffmpeg
 
-from vllm_plugin import prepared_media, preprocess
+from arc_media.pipeline import prepare_video
+from arc_media.prepared import encode as encode_prepared
+from arc_media.prepared import is_prepared
+from vllm_plugin.features import pixel_values, whisper_features
 from vllm_plugin.model import xd_positions
 from vllm_plugin.processor import prepared_video_item
 
@@ -81,11 +84,11 @@ def video_io() -> Any:
 @pytest.fixture(scope="module")
 def reference(media_dir: Path) -> dict[str, Any]:
     """What `arc-prepare` gives for the video: frames, audio, duration, model tensors."""
-    prepared = preprocess.prepare_video(media_dir / VIDEO)
-    features = torch.from_numpy(preprocess.whisper_features(prepared.audio)).to(torch.bfloat16)
+    prepared = prepare_video(media_dir / VIDEO)
+    features = torch.from_numpy(whisper_features(prepared.audio)).to(torch.bfloat16)
     return {
         "prepared": prepared,
-        "pixel_values": preprocess.pixel_values(prepared.frames),
+        "pixel_values": pixel_values(prepared.frames),
         "input_features": features,
         "duration": prepared.duration,
     }
@@ -150,9 +153,7 @@ def test_every_item_form_gives_what_arc_prepare_gives(
     }
     results = {name: run(processor, item) for name, item in forms.items()}
     first = next(iter(results.values()))
-    silence = torch.from_numpy(
-        preprocess.whisper_features(np.zeros(16000 * prepared.duration, np.float32))
-    )
+    silence = torch.from_numpy(whisper_features(np.zeros(16000 * prepared.duration, np.float32)))
     for name, got in results.items():
         assert got["ids"] == first["ids"], name
         assert torch.equal(got["positions"], first["positions"]), name
@@ -168,9 +169,9 @@ def test_gateway_container_gives_the_same_inputs_within_jpeg_tolerance(
     processor: Any, reference: dict[str, Any]
 ) -> None:
     prepared = reference["prepared"]
-    container = prepared_media.encode(prepared.frames, prepared.audio, prepared.duration)
+    container = encode_prepared(prepared.frames, prepared.audio, prepared.duration)
     frames, metadata = video_io().load_bytes(container).media
-    # JPEG q97 4:4:4: within 1/255 on average per frame (documented in prepared_media).
+    # JPEG q97 4:4:4: within 1/255 on average per frame (documented in arc_media/prepared.py).
     diff = np.abs(frames.astype(np.int16) - prepared.frames.astype(np.int16))
     assert diff.reshape(len(frames), -1).mean(axis=1).max() < 1.0
     got = run(processor, video_io().load_bytes(container))
@@ -446,7 +447,7 @@ def test_bad_containers_are_refused_before_memory_grows(processor: Any) -> None:
     import tracemalloc
 
     for name, (data, reason) in bad_containers().items():
-        assert prepared_media.is_prepared(data) or name == "truncated", name
+        assert is_prepared(data) or name == "truncated", name
         tracemalloc.start()
         with pytest.raises(ValueError, match=reason):
             video_io().load_bytes(data)

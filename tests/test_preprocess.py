@@ -1,5 +1,5 @@
-"""Preprocessing (vllm_plugin/preprocess.py, arc-prepare) against the authors' golden outputs,
-plus edge cases made on the fly with ffmpeg."""
+"""Preprocessing (arc_media, vllm_plugin/features.py, arc-prepare) against the authors'
+golden outputs, plus edge cases made on the fly with ffmpeg."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ import torch
 from media_factory import make_clip, rotate
 from PIL import Image
 
+from arc_media.audio import TO_MONO, _decode_pcm, export_samples, fit_audio
+from arc_media.frames import decode_frames
+from arc_media.limits import FontError, Limits, MediaError
+from arc_media.overlay import default_font_path, draw_timestamp
+from arc_media.pipeline import prepare_video
+from arc_media.plan import reconcile, sample_plan
+from arc_media.probe import probe_video
 from vllm_plugin import prepare_cli
-from vllm_plugin import preprocess as P
+from vllm_plugin.features import normalise, pixel_values, whisper_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_VIDEOS = [
@@ -117,7 +124,7 @@ def test_golden_parity(video: str, prepared_dirs, golden_dir: Path) -> None:
 def test_plan_matches_every_golden_meta(golden_dir: Path) -> None:
     for video in GOLDEN_VIDEOS:
         gold = json.loads((golden_dir / "preprocess" / video / "meta.json").read_text())
-        indices, intervals = P.sample_plan(gold["vlen"], gold["avg_fps"])
+        indices, intervals = sample_plan(gold["vlen"], gold["avg_fps"])
         assert indices == gold["frame_indices"], video
         assert [list(i) for i in intervals] == gold["intervals_sec"], video
 
@@ -125,7 +132,7 @@ def test_plan_matches_every_golden_meta(golden_dir: Path) -> None:
 def test_probe_matches_decord_on_golden(media_dir: Path, golden_dir: Path) -> None:
     for video in GOLDEN_VIDEOS:
         gold = json.loads((golden_dir / "preprocess" / video / "meta.json").read_text())
-        probe = P.probe_video(media_dir / f"{video}.mp4")
+        probe = probe_video(media_dir / f"{video}.mp4")
         assert probe.num_frames == gold["vlen"], video
         assert probe.fps == gold["avg_fps"], video
         assert probe.video_duration == pytest.approx(gold["duration"]), video
@@ -134,7 +141,7 @@ def test_probe_matches_decord_on_golden(media_dir: Path, golden_dir: Path) -> No
 
 def test_clip_is_treated_as_a_video(prepared_dirs, media_dir: Path) -> None:
     video = media_dir / "c3522vbgwaw.mp4"
-    clip = P.prepare_video(video, start=5.0, end=12.5, audio_mode="direct")
+    clip = prepare_video(video, start=5.0, end=12.5, audio_mode="direct")
     # 7.5 s at 25 fps: frames 125..312 of the file, sampled at 1 fps from the clip start
     assert clip.vlen == 188
     assert clip.frame_indices == [12, 37, 62, 87, 112, 137, 162, 181]
@@ -201,7 +208,7 @@ def test_pixel_values_bit_exact(video: str, golden_dir: Path) -> None:
     info = json.loads((folder / "inputs.json").read_text())
     expected = info["pixel_values_sha256_bf16_per_frame"]
     frames = np.stack([load_rgb(folder / f"frame_{i:03d}.png") for i in range(len(expected))])
-    pixels = P.pixel_values(frames)
+    pixels = pixel_values(frames)
     assert pixels.dtype == torch.bfloat16
     assert tuple(pixels.shape) == (len(expected), 3, 640, 640)
     for i, digest in enumerate(expected):
@@ -216,8 +223,8 @@ def test_pixel_values_table_equals_the_arithmetic() -> None:
     )
     frames = np.ascontiguousarray(frames)
     frames[1] = frames[1][::-1]
-    table = P.pixel_values(frames)
-    arithmetic = P.normalise(torch.from_numpy(frames)).permute(0, 3, 1, 2)
+    table = pixel_values(frames)
+    arithmetic = normalise(torch.from_numpy(frames)).permute(0, 3, 1, 2)
     assert table.shape == (2, 3, 256, 5) and table.dtype == torch.bfloat16
     assert torch.equal(table.view(torch.int16), arithmetic.contiguous().view(torch.int16))
 
@@ -237,7 +244,7 @@ def test_whisper_features_match_transformers() -> None:
     t = np.arange(41 * 16000) / 16000
     audio = 0.3 * np.sin(2 * np.pi * 440 * t) * (t < 20) + 0.05 * rng.standard_normal(t.size)
     audio = audio.astype(np.float32)
-    ours = P.whisper_features(audio)
+    ours = whisper_features(audio)
     assert ours.shape == (2, 128, 3000) and ours.dtype == np.float32
     for w in range(2):
         piece = audio[w * 480000 : (w + 1) * 480000]
@@ -246,7 +253,7 @@ def test_whisper_features_match_transformers() -> None:
 
 
 def test_whisper_features_of_silence() -> None:
-    features = P.whisper_features(np.zeros(8 * 16000, dtype=np.float32))
+    features = whisper_features(np.zeros(8 * 16000, dtype=np.float32))
     assert features.shape == (1, 128, 3000)
     assert np.all(features == -1.5)
 
@@ -256,43 +263,43 @@ def test_whisper_features_of_silence() -> None:
 
 
 def test_sample_plan_long_videos() -> None:
-    _, intervals = P.sample_plan(5000, 25.0)  # 200 s
+    _, intervals = sample_plan(5000, 25.0)  # 200 s
     assert intervals[:5] == [(0, 1), (1, 3), (3, 4), (4, 5), (5, 7)]
     assert len(intervals) == 150
-    indices, intervals = P.sample_plan(6000, 15.0)  # 400 s
+    indices, intervals = sample_plan(6000, 15.0)  # 400 s
     assert intervals[:3] == [(0, 3), (3, 5), (5, 8)]
     assert indices[-1] < 6000
-    indices, intervals = P.sample_plan(18, 30.0)  # 0.6 s
+    indices, intervals = sample_plan(18, 30.0)  # 0.6 s
     assert (indices, intervals) == ([9], [(0, 1)])
 
 
 def test_reconcile() -> None:
-    assert P.reconcile(8, 8) == (8, 8)
-    assert P.reconcile(30, 27) == (27, 27)  # audio shorter: keep the first D frames
-    assert P.reconcile(8, 20) == (8, 8)  # D <= 150: D := N
-    assert P.reconcile(150, 200) == (150, 200)
-    assert P.reconcile(150, 300) == (150, 300)
-    assert P.reconcile(120, 200) == (120, 120)  # the upstream assert; Path B's rule instead
-    assert P.reconcile(30, 27, layout="B") == (27, 27)
-    assert P.reconcile(150, 300, layout="B") == (150, 150)
+    assert reconcile(8, 8) == (8, 8)
+    assert reconcile(30, 27) == (27, 27)  # audio shorter: keep the first D frames
+    assert reconcile(8, 20) == (8, 8)  # D <= 150: D := N
+    assert reconcile(150, 200) == (150, 200)
+    assert reconcile(150, 300) == (150, 300)
+    assert reconcile(120, 200) == (120, 120)  # the upstream assert; Path B's rule instead
+    assert reconcile(30, 27, layout="B") == (27, 27)
+    assert reconcile(150, 300, layout="B") == (150, 150)
 
 
 def test_fit_audio_rules() -> None:
     long = np.arange(400 * 16000, dtype=np.float32)
-    fitted = P.fit_audio(long)
+    fitted = fit_audio(long)
     assert len(fitted) == 300 * 16000
     seg = len(long) // 150
     assert fitted[32000] == seg and fitted[2 * 32000] == 2 * seg
-    assert len(P.fit_audio(np.ones(9600, dtype=np.float32))) == 16000
+    assert len(fit_audio(np.ones(9600, dtype=np.float32))) == 16000
     kept = np.ones(200 * 16000, dtype=np.float32)
-    assert len(P.fit_audio(kept)) == len(kept)
+    assert len(fit_audio(kept)) == len(kept)
 
 
 def test_export_samples_imitates_moviepy() -> None:
-    assert P.export_samples(7.531667) == int(44100 * 7.53)
-    assert P.export_samples(29.548333) == int(44100 * 29.55)
-    assert P.export_samples(400.0) == 400 * 44100
-    assert P.export_samples(3725.996) == int(44100 * (3600 + 120 + 6.0))
+    assert export_samples(7.531667) == int(44100 * 7.53)
+    assert export_samples(29.548333) == int(44100 * 29.55)
+    assert export_samples(400.0) == 400 * 44100
+    assert export_samples(3725.996) == int(44100 * (3600 + 120 + 6.0))
 
 
 def mp3_file_round_trip(path: Path, export: int, tmp: Path) -> np.ndarray:
@@ -308,7 +315,7 @@ def mp3_file_round_trip(path: Path, export: int, tmp: Path) -> np.ndarray:
     )
     raw = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", str(mp3)]
-        + ["-af", f"{P.TO_MONO},aresample=16000:resampler=soxr", "-ac", "1"]
+        + ["-af", f"{TO_MONO},aresample=16000:resampler=soxr", "-ac", "1"]
         + ["-f", "f32le", "pipe:1"],
         capture_output=True,
         check=True,
@@ -317,9 +324,9 @@ def mp3_file_round_trip(path: Path, export: int, tmp: Path) -> np.ndarray:
 
 
 def assert_mp3_pipe_equals_file(path: Path, tmp_path: Path) -> None:
-    probe = P.probe_video(path)
-    ours = P._decode_pcm(path, probe, mode="mp3", clip=None, timeout_s=60)
-    reference = mp3_file_round_trip(path, P.export_samples(probe.duration), tmp_path)
+    probe = probe_video(path)
+    ours = _decode_pcm(path, probe, mode="mp3", clip=None, timeout_s=60)
+    reference = mp3_file_round_trip(path, export_samples(probe.duration), tmp_path)
     n = min(len(ours), len(reference))
     assert abs(len(ours) - len(reference)) <= 1, path.name
     assert np.array_equal(ours[:n], reference[:n]), path.name
@@ -340,9 +347,9 @@ def test_mp3_pipe_equals_the_file_round_trip_on_real_audio(
 
 
 def test_draw_timestamp_geometry() -> None:
-    font = P.default_font_path()
+    font = default_font_path()
     image = Image.new("RGB", (800, 400), (255, 255, 255))
-    P.draw_timestamp(image, 3725, 3728.4, font)
+    draw_timestamp(image, 3725, 3728.4, font)
     pixels = np.asarray(image)
     black = np.argwhere((pixels == 0).all(axis=2))
     (top, left), (bottom, right) = black.min(axis=0), black.max(axis=0)
@@ -361,10 +368,10 @@ def test_draw_timestamp_geometry() -> None:
 
 def test_font_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ARC_FONT", str(tmp_path / "missing.ttf"))
-    with pytest.raises(P.FontError, match="ARC_FONT"):
-        P.default_font_path()
+    with pytest.raises(FontError, match="ARC_FONT"):
+        default_font_path()
     monkeypatch.delenv("ARC_FONT")
-    assert P.default_font_path().endswith(".ttf")
+    assert default_font_path().endswith(".ttf")
 
 
 # ---------------------------------------------------------------------------------------
@@ -409,7 +416,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_edge_case_shapes(
     clips: dict[str, Path], name: str, frames: int, duration: int, windows: int, mode: str
 ) -> None:
-    prepared = P.prepare_video(clips[name], audio_mode=mode, features=True)
+    prepared = prepare_video(clips[name], audio_mode=mode, features=whisper_features)
     assert prepared.frames.shape == (frames, 640, 640, 3)
     assert prepared.frames.dtype == np.uint8
     assert prepared.duration == duration
@@ -432,7 +439,7 @@ def test_edge_case_shapes(
 
 
 def test_below_one_fps_repeats_frames_with_their_own_stamps(clips: dict[str, Path]) -> None:
-    prepared = P.prepare_video(clips["slow"])
+    prepared = prepare_video(clips["slow"])
     # 3 frames over 6 s: 6 one-second intervals, two per decoded frame
     assert prepared.vlen == 3
     assert prepared.frame_indices == [0, 0, 1, 1, 2, 2]
@@ -443,16 +450,16 @@ def test_below_one_fps_repeats_frames_with_their_own_stamps(clips: dict[str, Pat
 
 
 def test_rotated_video_is_turned(clips: dict[str, Path]) -> None:
-    plain = P.probe_video(clips["plain"])
-    turned = P.probe_video(clips["rotated"])
+    plain = probe_video(clips["plain"])
+    turned = probe_video(clips["rotated"])
     assert (plain.width, plain.height) == (160, 90)
     assert turned.rotation in (90, 270)
     assert (turned.width, turned.height) == (90, 160)
 
-    font = P.default_font_path()
-    indices, intervals = P.sample_plan(turned.num_frames, turned.fps)
-    ours = P.decode_frames(clips["rotated"], turned, indices[:1], intervals[:1], font_path=font)
-    source = P.decode_frames(clips["plain"], plain, indices[:1], intervals[:1], font_path=font)
+    font = default_font_path()
+    indices, intervals = sample_plan(turned.num_frames, turned.fps)
+    ours = decode_frames(clips["rotated"], turned, indices[:1], intervals[:1], font_path=font)
+    source = decode_frames(clips["plain"], plain, indices[:1], intervals[:1], font_path=font)
     # redo the source frame by hand: rotate the unstamped picture, stamp, resize
     raw = subprocess.run(
         [
@@ -478,7 +485,7 @@ def test_rotated_video_is_turned(clips: dict[str, Path]) -> None:
     ).stdout
     picture = np.frombuffer(raw, np.uint8).reshape(90, 160, 3)
     picture = np.rot90(picture, k=-turned.rotation // 90)  # clockwise turns
-    expected = P.draw_timestamp(Image.fromarray(np.ascontiguousarray(picture)), 0, 1, font)
+    expected = draw_timestamp(Image.fromarray(np.ascontiguousarray(picture)), 0, 1, font)
     expected = np.asarray(expected.resize((640, 640), Image.BICUBIC))
     assert mean_abs(ours[0], expected) == 0.0
     assert mean_abs(ours[0], source[0]) > 10  # and it is not the unturned picture
@@ -491,15 +498,15 @@ def test_rotated_video_is_turned(clips: dict[str, Path]) -> None:
 def test_bad_inputs(tmp_path: Path) -> None:
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(P.MediaError, match="file is empty"):
-        P.prepare_video(empty)
-    with pytest.raises(P.MediaError, match="file is empty"):
-        P.prepare_video(b"")
+    with pytest.raises(MediaError, match="file is empty"):
+        prepare_video(empty)
+    with pytest.raises(MediaError, match="file is empty"):
+        prepare_video(b"")
 
     text = tmp_path / "text.mp4"
     text.write_text("hello, I am not a video\n" * 20)
-    with pytest.raises(P.MediaError, match="could not read the file as a video") as info:
-        P.prepare_video(text)
+    with pytest.raises(MediaError, match="could not read the file as a video") as info:
+        prepare_video(text)
     assert str(tmp_path) not in str(info.value)  # no server paths in user-facing messages
 
     audio_only = tmp_path / "voice.m4a"
@@ -519,28 +526,28 @@ def test_bad_inputs(tmp_path: Path) -> None:
         ],
         check=True,
     )
-    with pytest.raises(P.MediaError, match="no video stream"):
-        P.prepare_video(audio_only)
+    with pytest.raises(MediaError, match="no video stream"):
+        prepare_video(audio_only)
 
-    with pytest.raises(P.MediaError, match="no such file"):
-        P.prepare_video(tmp_path / "missing.mp4")
+    with pytest.raises(MediaError, match="no such file"):
+        prepare_video(tmp_path / "missing.mp4")
 
     playlist = tmp_path / "list.mp4"
     playlist.write_text("#EXTM3U\n#EXTINF:10,\nfile:///etc/hostname\n")
-    with pytest.raises(P.MediaError, match="could not read the file as a video"):
-        P.prepare_video(playlist)
+    with pytest.raises(MediaError, match="could not read the file as a video"):
+        prepare_video(playlist)
 
 
 def test_bytes_source_and_limits(clips: dict[str, Path]) -> None:
     data = clips["plain"].read_bytes()
-    prepared = P.prepare_video(data, audio_mode="direct")
+    prepared = prepare_video(data, audio_mode="direct")
     assert prepared.frames.shape == (4, 640, 640, 3)
 
-    with pytest.raises(P.MediaError, match="max_pixels"):
-        P.prepare_video(clips["plain"], limits=P.Limits(max_pixels=100 * 100))
-    with pytest.raises(P.MediaError, match="max_duration_s"):
-        P.prepare_video(clips["long160"], limits=P.Limits(max_duration_s=60))
-    with pytest.raises(P.MediaError, match="time limit"):
-        P.prepare_video(clips["long310"], limits=P.Limits(timeout_s=0.05))
-    with pytest.raises(P.MediaError, match="bad clip"):
-        P.prepare_video(clips["plain"], start=3, end=2)
+    with pytest.raises(MediaError, match="max_pixels"):
+        prepare_video(clips["plain"], limits=Limits(max_pixels=100 * 100))
+    with pytest.raises(MediaError, match="max_duration_s"):
+        prepare_video(clips["long160"], limits=Limits(max_duration_s=60))
+    with pytest.raises(MediaError, match="time limit"):
+        prepare_video(clips["long310"], limits=Limits(timeout_s=0.05))
+    with pytest.raises(MediaError, match="bad clip"):
+        prepare_video(clips["plain"], start=3, end=2)

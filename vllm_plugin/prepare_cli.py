@@ -33,7 +33,7 @@ def summary_prompt(num_frames: int) -> str:
 def channel_stats(frames: np.ndarray, chunk: int = 8) -> tuple[list, list]:
     """Per frame, per channel mean and (unbiased) std of the normalised bf16 tensor, in
     float32 as the golden has them; a few frames at a time to bound memory."""
-    from .preprocess import pixel_values
+    from .features import pixel_values
 
     means, stds = [], []
     for start in range(0, len(frames), chunk):
@@ -128,7 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .preprocess import FontError, Limits, MediaError, prepare_video
+    from arc_media.limits import FontError, Limits, MediaError
+    from arc_media.pipeline import prepare_video
+
+    from .features import whisper_features
 
     t0 = time.perf_counter()
     try:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             end=args.end,
             audio_mode=args.audio_mode,
             decoder=args.decoder,
-            features=True,
+            features=whisper_features,
             limits=Limits(timeout_s=args.timeout),
             progress=log,
         )

@@ -392,7 +392,7 @@ class ARCMultiModalProcessor(BaseMultiModalProcessor[ARCProcessingInfo]):
         self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
     ) -> BatchFeature:
         # There is no HF processor: raw frames + audio become tensors here.
-        from . import preprocess
+        from .features import pixel_values, whisper_features
 
         videos = hf_data.get("videos") or []
         config = self.info.get_hf_config()
@@ -402,9 +402,9 @@ class ARCMultiModalProcessor(BaseMultiModalProcessor[ARCProcessingInfo]):
             array, checked = check_video(array, metadata, config)
             features = checked.get("features")
             if features is None:
-                features = preprocess.whisper_features(checked["audio"])
+                features = whisper_features(checked["audio"])
             features = torch.as_tensor(np.asarray(features, dtype=np.float32)).to(torch.bfloat16)
-            pixel_list.append(preprocess.pixel_values(array))
+            pixel_list.append(pixel_values(array))
             feature_list.append(features)
             frames.append(array.shape[0])
             windows.append(features.shape[0])

@@ -4,7 +4,7 @@ vLLM's media connector hands the loader the bytes of a `video_url` (file, data U
 http(s) URL). We run the project's one preprocessing pipeline on them (the sampled frames
 with the timestamp overlay at 640x640, the video's own 16 kHz audio) and return the
 frames with the audio and duration in the metadata, which the processor turns into model
-inputs. A prepared container from the gateway (`prepared_media`, media type
+inputs. A prepared container from the gateway (`arc_media.prepared`, media type
 video/x-arc-prepared) is recognised by its first bytes and used as it is. Select it with
 `--media-io-kwargs '{"video": {"video_backend": "arc"}}'` (`arc-serve` does this).
 
@@ -32,9 +32,9 @@ class VideoLoadError(ValueError):
 
 
 def loader_limits() -> Any:
-    from . import preprocess
+    from arc_media.limits import Limits
 
-    return preprocess.Limits(
+    return Limits(
         # 3840x2160, 30 minutes, 5 minutes: the gateway's defaults.
         max_pixels=int(os.environ.get("ARC_LOADER_MAX_PIXELS", "8294400")),
         max_duration_s=float(os.environ.get("ARC_LOADER_MAX_DURATION_S", "1800")),
@@ -67,10 +67,10 @@ def _metadata(
 
 
 def load_prepared_bytes(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
-    """The gateway's container (`prepared_media`): frames and audio used as they are."""
-    from . import prepared_media
+    """The gateway's container (`arc_media.prepared`): frames and audio used as they are."""
+    from arc_media import prepared
 
-    media = prepared_media.decode(data)
+    media = prepared.decode(data)
     count = media.frames.shape[0]
     return media.frames, _metadata(
         media.audio,
@@ -84,12 +84,13 @@ def load_prepared_bytes(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def load_video_bytes(data: bytes, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    from . import prepared_media, preprocess
+    from arc_media.pipeline import prepare_video
+    from arc_media.prepared import is_prepared
 
-    if prepared_media.is_prepared(data):
+    if is_prepared(data):
         return load_prepared_bytes(data)
     try:
-        prepared = preprocess.prepare_video(data, limits=loader_limits())
+        prepared = prepare_video(data, limits=loader_limits())
     except ValueError as e:
         raise VideoLoadError(f"cannot use this video: {e}") from None
     except MemoryError:

@@ -1,0 +1,76 @@
+"""What the model takes, the bounds on untrusted input, and the errors the library raises.
+
+The model sees at most `MAX_FRAMES` frames of `IMAGE_SIZE` x `IMAGE_SIZE` and at most
+`MAX_AUDIO_SECONDS` of 16 kHz mono audio; every other module sizes its work from these.
+`Limits` is what a caller allows an input to cost (duration, picture size, wall time), and
+`check_limits` refuses a probed video over them before anything is decoded. `MediaError`
+(a bad input, answered 4xx by a server) is kept apart from `FontError` (a setup problem).
+This module imports nothing heavy: the gateway's HTTP side can catch these errors cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+SAMPLE_RATE = 16000
+IMAGE_SIZE = 640
+MAX_FRAMES = 150
+MAX_AUDIO_SECONDS = 300
+
+
+class MediaError(ValueError):
+    """The input cannot be used as a video (unreadable, no video stream, over a limit)."""
+
+
+class MediaTimeoutError(MediaError):
+    """ffmpeg or a decoding step ran past the wall-clock limit."""
+
+
+class FontError(RuntimeError):
+    """No font for the timestamp overlay: a setup problem, not a bad input."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds for untrusted input. None means no bound."""
+
+    max_duration_s: float | None = None
+    max_pixels: int | None = None
+    timeout_s: float | None = 600.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class _Picture(Protocol):
+    width: int
+    height: int
+
+
+def check_limits(picture: _Picture, span: float, limits: Limits) -> None:
+    """MediaError when a probed video (its display size, `span` seconds) is over `limits`."""
+    if limits.max_pixels is not None and picture.width * picture.height > limits.max_pixels:
+        raise MediaError(
+            f"the video is {picture.width}x{picture.height}, over the limit of "
+            f"{limits.max_pixels} pixels per frame (max_pixels)"
+        )
+    if limits.max_duration_s is not None and span > limits.max_duration_s:
+        raise MediaError(
+            f"the video is {span:.1f} s long, over the limit of {limits.max_duration_s:g} s "
+            "(max_duration_s)"
+        )
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "IMAGE_SIZE",
+    "MAX_AUDIO_SECONDS",
+    "MAX_FRAMES",
+    "SAMPLE_RATE",
+    "FontError",
+    "Limits",
+    "MediaError",
+    "MediaTimeoutError",
+    "check_limits",
+]
