@@ -10,16 +10,16 @@ message of text and the prepared video, and the allowed sampling parameters.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import ExitStack, asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -50,7 +50,7 @@ from .schemas import (
     VideoUsage,
 )
 from .uploads import MAX_JSON_BYTES, ChatBody, decode_data_url, read_chat_body, receive_upload
-from .upstream import TRANSPORT_ERRORS, Upstream, unavailable
+from .upstream import TRANSPORT_ERRORS, Body, Upstream, unavailable
 
 log = logging.getLogger("arc.gateway")
 T = TypeVar("T")
@@ -71,36 +71,42 @@ class Gateway:
 
     # -- video sources ------------------------------------------------------------------
 
-    async def _prepare_file(self, path: Path, options: VideoOptions) -> tuple[bytes, VideoSummary]:
+    async def _prepare_file(self, path: Path, options: VideoOptions) -> tuple[Path, VideoSummary]:
         assert self.ingestor is not None
         return await self.ingestor.prepare(path, options.start, options.end)
 
     async def video_from_url(
         self, url: str, options: VideoOptions, body: ChatBody, cleanup: ExitStack, log_fields: dict
-    ) -> tuple[bytes, VideoSummary, str | None]:
-        """(prepared container, summary, file id when it is a stored file). A stored file
-        stays pinned until `cleanup` closes (the question is done)."""
+    ) -> tuple[BinaryIO, VideoSummary, str | None]:
+        """(the prepared container, open; summary; file id when it is a stored file). The
+        container is closed, and a stored file unpinned, when `cleanup` closes (the
+        question is done)."""
         s = self.settings
         if url.startswith("file-"):
             stored = cleanup.enter_context(self.store.using(url))
             log_fields["video_source"] = "file"
             cached = self.store.prepared(stored.id, options.start, options.end)
             if cached is not None:
-                container, summary = cached
+                handle, summary = cached
+                cleanup.callback(handle.close)
                 log_fields.update(prepared_cache="hit", decode_s=0.0)
-                return container, VideoSummary(**summary), stored.id
+                return handle, VideoSummary(**summary), stored.id
             container, summary = await self._prepare_file(
                 self.store.source_path(stored.id), options
             )
+            handle = self._open_container(container, cleanup)
             self.store.keep_prepared(
                 stored.id, options.start, options.end, container, summary.as_dict()
             )
-            return container, summary, stored.id
+            container.unlink(missing_ok=True)
+            return handle, summary, stored.id
 
         spooled = body.files.get(url)
         if spooled is not None:  # a data URL, decoded to disk as it arrived
             log_fields["video_source"] = "data_url"
-            return await self._prepare_upload(spooled.path, spooled.size, options, log_fields)
+            return await self._prepare_upload(
+                spooled.path, spooled.size, options, cleanup, log_fields
+            )
         tmp = self.store.incoming_path()
         cleanup.callback(tmp.unlink, missing_ok=True)
         try:
@@ -123,20 +129,32 @@ class Gateway:
                 )
         except safe_fetch.FetchError as e:
             raise APIError(e.status_code, e.message, e.code, param="video_url") from None
-        return await self._prepare_upload(tmp, size, options, log_fields)
+        return await self._prepare_upload(tmp, size, options, cleanup, log_fields)
 
     async def _prepare_upload(
-        self, path: Path, size: int, options: VideoOptions, log_fields: dict
-    ) -> tuple[bytes, VideoSummary, None]:
+        self, path: Path, size: int, options: VideoOptions, cleanup: ExitStack, log_fields: dict
+    ) -> tuple[BinaryIO, VideoSummary, None]:
         self.metrics.upload_bytes.inc(size)
         log_fields["bytes_in"] = size
         if size == 0:
             raise APIError(400, "the video is empty (0 bytes)", "empty_file")
         container, summary = await self._prepare_file(path, options)
+        handle = self._open_container(container, cleanup)
+        container.unlink()  # the open handle keeps it readable until the answer is done
         log_fields["decode_wait_s"] = summary.wait_s
         if summary.notes:
             log_fields["video_notes"] = summary.notes
-        return container, summary, None
+        return handle, summary, None
+
+    @staticmethod
+    def _open_container(container: Path, cleanup: ExitStack) -> BinaryIO:
+        try:
+            handle = container.open("rb")
+        except OSError:
+            container.unlink(missing_ok=True)
+            raise
+        cleanup.callback(handle.close)
+        return handle
 
     def fetch_policy(self) -> safe_fetch.FetchPolicy:
         s = self.settings
@@ -390,9 +408,12 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             assert gateway.ingestor is not None
             container, summary = await gateway.ingestor.prepare(dest)
-            stored = gateway.store.add(
-                dest, upload.filename, upload.purpose, upload.size, container, summary.as_dict()
-            )
+            try:
+                stored = gateway.store.add(
+                    dest, upload.filename, upload.purpose, upload.size, container, summary.as_dict()
+                )
+            finally:
+                container.unlink(missing_ok=True)
         finally:
             dest.unlink(missing_ok=True)
         if summary.notes:
@@ -485,6 +506,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         # The upstream request is rebuilt from validated fields only.
         content: list[dict[str, Any]] = []
+        container: BinaryIO | None = None
         summary: VideoSummary | None = None
         file_id: str | None = None
         for part in parts:
@@ -494,10 +516,9 @@ def create_app(settings: Settings) -> FastAPI:
             container, summary, file_id = await gateway.video_from_url(
                 _part_url(part), options, body, cleanup, fields
             )
-            metrics.forwarded_bytes.inc(len(container))
-            url = f"data:{PREPARED_MIME};base64," + base64.b64encode(container).decode()
-            del container
-            content.append({"type": "video_url", "video_url": {"url": url}})
+            metrics.forwarded_bytes.inc(os.fstat(container.fileno()).st_size)
+            # The data URL itself is written as the request goes out (upstream.Body).
+            content.append({"type": "video_url", "video_url": {"url": ""}})
             fields.setdefault("decode_s", summary.decode_s)
             fields.update(
                 frames=summary.frames,
@@ -525,13 +546,15 @@ def create_app(settings: Settings) -> FastAPI:
             headers["x-arc-file-id"] = file_id
         usage_extra = _video_usage(summary, s.video_tokens_per_frame) if summary else None
 
+        size = os.fstat(container.fileno()).st_size if container else 0
+        upstream_body = Body(payload, container, size, PREPARED_MIME)
         if req.stream:
             return await _stream(
-                request, payload, headers, task, name, usage_extra, fields, cleanup
+                request, upstream_body, headers, task, name, usage_extra, fields, cleanup
             )
 
         t0 = time.perf_counter()
-        data = await _unless_disconnected(request, upstream().chat(payload, headers, fields))
+        data = await _unless_disconnected(request, upstream().chat(upstream_body, headers, fields))
         upstream_s = time.perf_counter() - t0
         metrics.upstream_seconds.observe(upstream_s)
         metrics.upstream_ttft_seconds.observe(upstream_s)
@@ -554,7 +577,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def _stream(
         request: Request,
-        payload: dict,
+        upstream_body: Body,
         headers: dict[str, str],
         task: str,
         name: str,
@@ -563,7 +586,7 @@ def create_app(settings: Settings) -> FastAPI:
         cleanup: ExitStack,
     ) -> StreamingResponse:
         t0 = time.perf_counter()
-        response = await upstream().open_stream(payload, headers, fields)
+        response = await upstream().open_stream(upstream_body, headers, fields)
 
         async def events() -> AsyncIterator[bytes]:
             first = True

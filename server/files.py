@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import APIError
 
@@ -78,13 +79,14 @@ class FileStore:
         filename: str,
         purpose: str,
         size: int,
-        container: bytes,
+        container: Path,
         video: dict,
         file_id: str | None = None,
     ) -> StoredFile:
-        """Stores an upload, or refuses it (413, 507) when it cannot fit: nothing is
-        acknowledged that a sweep would drop."""
-        need = size + len(container) + META_MARGIN
+        """Stores an upload and its prepared container (both files are moved in), or
+        refuses it (413, 507) when it cannot fit: nothing is acknowledged that a sweep
+        would drop."""
+        need = size + container.stat().st_size + META_MARGIN
         if need > self.budget_bytes:
             raise APIError(
                 413,
@@ -103,7 +105,7 @@ class FileStore:
         folder = self._dir(file_id)
         folder.mkdir(parents=True)
         source.replace(folder / "source")
-        (folder / FULL).write_bytes(container)
+        container.replace(folder / FULL)
         (folder / (FULL + ".json")).write_text(json.dumps(video))
         now = int(time.time())
         stored = StoredFile(file_id, filename, purpose, size, now, now + self.ttl_s, video)
@@ -165,34 +167,37 @@ class FileStore:
 
     def prepared(
         self, file_id: str, start: float | None, end: float | None
-    ) -> tuple[bytes, dict] | None:
-        """The prepared container of the file (or of a clip of it) and its summary."""
+    ) -> tuple[BinaryIO, dict] | None:
+        """The prepared container of the file (or of a clip of it), open (it stays readable
+        if evicted meanwhile), and its summary; the caller closes it."""
         path = self._dir(file_id) / _prepared_name(start, end)
         try:
             summary = json.loads(path.with_name(path.name + ".json").read_text())
-            data = path.read_bytes()
+            handle = path.open("rb")
         except (FileNotFoundError, ValueError):
             return None
         _touch(path)
-        return data, summary
+        return handle, summary
 
     def keep_prepared(
-        self, file_id: str, start: float | None, end: float | None, container: bytes, summary: dict
+        self, file_id: str, start: float | None, end: float | None, container: Path, summary: dict
     ) -> None:
-        """Caches a clip's prepared form if it fits (evicting older clip caches, never files)."""
+        """Caches a clip's prepared form (a hard link to `container`) if it fits, evicting
+        older clip caches, never files."""
         folder = self._dir(file_id)
         if not folder.exists() or file_id in self.doomed:
             return
         encoded = json.dumps(summary).encode()
-        if not self._make_room(len(container) + len(encoded), files_too=False):
+        if not self._make_room(container.stat().st_size + len(encoded), files_too=False):
             log.info(json.dumps({"event": "clip_not_cached", "file_id": file_id}))
             return
         name = _prepared_name(start, end)
-        for suffix, data in ((".json", encoded), ("", container)):
-            tmp = folder / f".{secrets.token_hex(8)}"
-            tmp.write_bytes(data)
-            _touch(tmp)
-            tmp.replace(folder / (name + suffix))
+        tmp = folder / f".{secrets.token_hex(8)}"
+        tmp.write_bytes(encoded)
+        tmp.replace(folder / (name + ".json"))
+        os.link(container, tmp)
+        _touch(tmp)
+        tmp.replace(folder / name)
 
     def usage_bytes(self) -> int:
         """Bytes of the stored files and their caches (uploads in progress excluded)."""

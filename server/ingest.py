@@ -109,15 +109,20 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) 
             return
         if job is None:
             return
-        function, args = job
+        function, args, out = job
         try:
-            reply: tuple[str, Any] = ("ok", function(*args))
+            container, summary = function(*args)
+            # Through a file, not the pipe: a pipe message of N bytes costs the receiver
+            # 2-3 N on the way (multiprocessing's growing buffer), a file read N.
+            Path(out).write_bytes(container)
+            del container
         except BaseException as exc:  # noqa: BLE001  (everything goes back to the gateway)
-            reply = ("error", exc)
-        try:
-            conn.send(reply)
-        except Exception:  # noqa: BLE001  (one that does not pickle: its text does)
-            conn.send(("error", RuntimeError("".join(traceback.format_exception(reply[1])))))
+            try:
+                conn.send(("error", exc))
+            except Exception:  # noqa: BLE001  (one that does not pickle: its text does)
+                conn.send(("error", RuntimeError("".join(traceback.format_exception(exc)))))
+            continue
+        conn.send(("ok", summary))
 
 
 def prepare_job(
@@ -198,11 +203,13 @@ class _Worker:
         try:
             return self.conn.recv()
         except (EOFError, OSError):
+            self.process.join(1)
             raise WorkerDied(f"exit code {self.process.exitcode}") from None
 
-    async def run(self, function: Callable, args: tuple, timeout_s: float) -> Any:
+    async def run(self, function: Callable, args: tuple, out: Path, timeout_s: float) -> dict:
+        """`function(*args)` -> (container, summary): the summary; the container is in `out`."""
         await self.ready
-        self.conn.send((function, args))
+        self.conn.send((function, args, str(out)))
         receiving = asyncio.get_running_loop().run_in_executor(self.threads, self._receive)
         kind, value = await asyncio.wait_for(receiving, timeout_s)
         if kind == "error":
@@ -235,6 +242,9 @@ class Ingestor:
         self.metrics = metrics
         self.job = job or prepare_job  # tests inject faults here
         self.pending = 0
+        # Where workers leave prepared containers (the file store's, on the same disk).
+        self.out_dir = Path(settings.files_dir) / ".incoming"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self.workers: set[_Worker] = set()
         # One thread per worker waiting on its pipe, and room for killed workers' threads.
@@ -271,34 +281,41 @@ class Ingestor:
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
 
-    async def _run(self, args: tuple) -> tuple[bytes, dict]:
-        """One job on an idle worker; a worker that dies gets one retry in a fresh one."""
+    async def _run(self, args: tuple) -> tuple[Path, dict]:
+        """One job on an idle worker; a worker that dies gets one retry in a fresh one.
+        The prepared container is left in a file (the caller's to move or remove): it is
+        never held whole in the gateway's memory."""
         # A margin over the ffmpeg limit, which normally fires first.
         timeout_s = self.settings.decode_timeout_s + 30
+        out = self.out_dir / f"{os.urandom(12).hex()}.arcz"
         for attempt in (1, 2):
             worker = await self.idle.get()
             try:
-                result = await worker.run(self.job, args, timeout_s)
+                summary = await worker.run(self.job, args, out, timeout_s)
             except WorkerDied as e:
                 event = {"event": "decode_worker_died", "attempt": attempt, "how": str(e)}
                 log.warning(json.dumps(event))
                 self._replace(worker)
+                out.unlink(missing_ok=True)
                 if attempt == 2:
                     raise
                 continue
             except (TimeoutError, asyncio.CancelledError):
                 self._replace(worker)  # it is still busy with the job: stop it
+                out.unlink(missing_ok=True)
                 raise
             except BaseException:
                 self.idle.put_nowait(worker)
+                out.unlink(missing_ok=True)
                 raise
             self.idle.put_nowait(worker)
-            return result
+            return out, summary
         raise AssertionError("unreachable")
 
     async def prepare(
         self, path: Path, start: float | None = None, end: float | None = None
-    ) -> tuple[bytes, VideoSummary]:
+    ) -> tuple[Path, VideoSummary]:
+        """(the prepared container's file, which the caller moves or removes; summary)."""
         from vllm_plugin.preprocess import FontError, MediaError, MediaTimeoutError
 
         if self.pending >= self.capacity:

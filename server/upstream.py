@@ -8,9 +8,12 @@ upstream 5xx -> 502.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from typing import Any
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -87,6 +90,38 @@ def unavailable(error: Exception) -> APIError:
     )
 
 
+# Raw bytes per base64 piece of the video in the upstream body (4 MiB of text).
+_PIECE = 3 * 1024 * 1024
+
+
+class Body:
+    """The upstream request's JSON, with the prepared video's data URL written piece by
+    piece from its file as it is sent: the gateway never holds the video in memory."""
+
+    def __init__(self, payload: dict, video: BinaryIO | None, size: int, mime: str):
+        self.video = video
+        if video is None:
+            self.head, self.tail = json.dumps(payload).encode(), b""
+            self.length = len(self.head)
+            return
+        mark = "arc-video-" + secrets.token_hex(8)
+        for part in payload["messages"][0]["content"]:
+            if part["type"] == "video_url":
+                part["video_url"]["url"] = mark
+        self.head, self.tail = json.dumps(payload).encode().split(mark.encode())
+        self.head += f"data:{mime};base64,".encode()
+        self.length = len(self.head) + 4 * ((size + 2) // 3) + len(self.tail)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        yield self.head
+        if self.video is not None:
+            self.video.seek(0)
+            while piece := self.video.read(_PIECE):
+                yield base64.b64encode(piece)
+        if self.tail:
+            yield self.tail
+
+
 class Upstream:
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -120,9 +155,21 @@ class Upstream:
             self._model = str(models[0]["id"])
         return self._model
 
-    async def chat(self, payload: dict, headers: dict[str, str], log_fields: dict) -> dict:
+    def _request(self, body: Body, headers: dict[str, str]) -> httpx.Request:
+        return self.client.build_request(
+            "POST",
+            "/v1/chat/completions",
+            content=body.pieces(),
+            headers={
+                **headers,
+                "Content-Type": "application/json",
+                "Content-Length": str(body.length),
+            },
+        )
+
+    async def chat(self, body: Body, headers: dict[str, str], log_fields: dict) -> dict:
         try:
-            response = await self.client.post("/v1/chat/completions", json=payload, headers=headers)
+            response = await self.client.send(self._request(body, headers))
         except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         raise_for_upstream(response, log_fields)
@@ -134,17 +181,11 @@ class Upstream:
             ) from None
 
     async def open_stream(
-        self, payload: dict, headers: dict[str, str], log_fields: dict
+        self, body: Body, headers: dict[str, str], log_fields: dict
     ) -> httpx.Response:
         """Sends the request; returns the open response (the caller closes it)."""
-        request = self.client.build_request(
-            "POST",
-            "/v1/chat/completions",
-            content=json.dumps(payload),
-            headers={**headers, "Content-Type": "application/json"},
-        )
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.client.send(self._request(body, headers), stream=True)
         except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         if response.status_code >= 400:

@@ -26,10 +26,16 @@ def test_settings_from_flags_and_environment() -> None:
     assert "ARC_GATEWAY_UPSTREAM_URL" in text and "default http://127.0.0.1:8000" in text
 
 
+def _container(store: FileStore, data: bytes) -> Path:
+    path = store.incoming_path()
+    path.write_bytes(data)
+    return path
+
+
 def _add(store: FileStore, tmp_path: Path, size: int) -> str:
-    source = store.incoming_path()
-    source.write_bytes(b"v" * size)
-    return store.add(source, "a.mp4", "user_data", size, b"p" * size, {"frames": 1}).id
+    source = _container(store, b"v" * size)
+    prepared = _container(store, b"p" * size)
+    return store.add(source, "a.mp4", "user_data", size, prepared, {"frames": 1}).id
 
 
 def test_file_store_expiry_and_budget(tmp_path: Path) -> None:
@@ -41,7 +47,7 @@ def test_file_store_expiry_and_budget(tmp_path: Path) -> None:
     with pytest.raises(APIError) as err:
         store.get(first)
     assert err.value.status_code == 404
-    assert store.prepared(second, None, None)[0] == b"p" * 3000
+    assert store.prepared(second, None, None)[0].read() == b"p" * 3000
 
     expiring = FileStore(tmp_path / "ttl", budget_bytes=10**9, ttl_s=0)
     gone = _add(expiring, tmp_path, 10)
@@ -176,11 +182,11 @@ def test_file_store_evicts_clip_caches_first_then_least_recently_used(tmp_path: 
     recent = _add(store, tmp_path, 10_000)
     with store.using(old):  # a question about `old`: now it is the recently used one
         pass
-    store.keep_prepared(recent, 0, 1, b"c" * 30_000, {"frames": 1})
+    store.keep_prepared(recent, 0, 1, _container(store, b"c" * 30_000), {"frames": 1})
     assert store.prepared(recent, 0, 1) is not None
     assert store.usage_bytes() > 70_000  # caches count toward the budget
     # A cache that does not fit is not kept (it evicts other caches, never files).
-    store.keep_prepared(old, 0, 2, b"c" * 40_000, {"frames": 1})
+    store.keep_prepared(old, 0, 2, _container(store, b"c" * 40_000), {"frames": 1})
     assert store.prepared(old, 0, 2) is None or store.prepared(recent, 0, 1) is None
     assert {f.id for f in store.list()} == {old, recent}
     # A new file: caches go first, then the least recently used file (`recent`).
@@ -396,3 +402,30 @@ def test_overlay_on_frames_too_small_for_the_font() -> None:
         assert draw_timestamp(frame, 0, 1) is frame  # no stamp, no error
     stamped = draw_timestamp(Image.new("RGB", (400, 200)), 0, 1)
     assert np.asarray(stamped).any()
+
+
+def test_upstream_body_writes_the_video_piece_by_piece(tmp_path: Path) -> None:
+    import asyncio
+    import base64
+    import json
+
+    from server.upstream import Body
+
+    video = np.random.default_rng(2).integers(0, 256, 7_000_001, dtype=np.uint8).tobytes()
+    (tmp_path / "v").write_bytes(video)
+    content = [{"type": "video_url", "video_url": {"url": ""}}, {"type": "text", "text": "hi"}]
+    payload = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    with (tmp_path / "v").open("rb") as handle:
+        body = Body(payload, handle, len(video), "v/x")
+
+        async def collect() -> list[bytes]:
+            return [piece async for piece in body.pieces()]
+
+        pieces = asyncio.run(collect())
+    assert max(len(p) for p in pieces) <= 4 * 1024 * 1024  # never the whole base64 at once
+    raw = b"".join(pieces)
+    assert len(raw) == body.length
+    sent = json.loads(raw)
+    url = sent["messages"][0]["content"][0]["video_url"]["url"]
+    assert url.startswith("data:v/x;base64,") and base64.b64decode(url[16:]) == video
+    assert sent["messages"][0]["content"][1] == {"type": "text", "text": "hi"}

@@ -44,7 +44,8 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path) -> None:
     poison = make_clip(tmp_path / "poison.mp4", seconds=2)
 
     async def scenario() -> list:
-        ingestor = Ingestor(Settings(decode_workers=2), Metrics(), job=crashing_job)
+        settings = Settings(decode_workers=2, files_dir=str(tmp_path / "files"))
+        ingestor = Ingestor(settings, Metrics(), job=crashing_job)
         await ingestor.warm_up()
         try:
             results = await asyncio.gather(
