@@ -136,7 +136,7 @@ def build_engine(
     """The engine for `sequences` requests of up to `max_model_len` tokens, all batched.
 
     On a CPU build: eager, with a KV cache of their size (`kv` or $ARC_KV_CACHE_MEMORY_BYTES
-    to override), in this process when tp == 1 (no engine processes to start)."""
+    to override), the engine core in this process (and the model too when tp == 1)."""
     from . import engine_args
 
     options: dict[str, Any] = {}
@@ -146,9 +146,10 @@ def build_engine(
         engine = engine_args.CpuEngine(checkpoint, kv_bytes, max_model_len, dtype, "arc-golden")
         engine.workers, engine.in_process = tp, tp == 1
         engine.check_memory()
-        if tp == 1:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        elif "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        # The engine core in this process (one process fewer to start, each importing
+        # torch and vLLM); with tp > 1 the workers are still processes of their own.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             cores = os.cpu_count() or tp
             per = max(1, cores // tp)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
