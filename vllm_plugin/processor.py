@@ -48,14 +48,14 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from arc_media.limits import MAX_AUDIO_SECONDS, SAMPLE_RATE
+
 from .config import ARCHunyuanVideoConfig
 
 LAYOUTS = ("A", "B")
 PREPARED_FIELDS = frozenset(
     {"pixel_values", "input_features", "video_num_frames", "video_num_windows", "video_duration"}
 )
-SAMPLE_RATE = 16000
-MAX_AUDIO_SECONDS = 300  # §3.1: longer audio is cut to 150 x 2 s snippets
 WINDOW_SECONDS = 30  # one Whisper window (§3.2)
 MAX_WINDOWS = MAX_AUDIO_SECONDS // WINDOW_SECONDS
 MEL_BINS, WINDOW_FRAMES = 128, 3000

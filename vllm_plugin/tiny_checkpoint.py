@@ -20,6 +20,10 @@ from typing import Any
 
 import torch
 
+from arc_media.limits import SAMPLE_RATE
+
+from . import features
+
 # The special tokens of the real tokenizer in id order (§6.1): they follow the BPE
 # ranks directly, so only their offset changes from model to model.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -506,21 +510,22 @@ def write_tiny_checkpoint(out: Path, seed: int = 0, **overrides: Any) -> Path:
             "transformers_version": config["transformers_version"],
         },
     )
+    # the Whisper front end the features are computed with (features.py)
     _dump(
         out / "preprocessor_config.json",
         {
-            "chunk_length": 30,
+            "chunk_length": features.WINDOW_SAMPLES // SAMPLE_RATE,
             "dither": 0.0,
             "feature_extractor_type": "WhisperFeatureExtractor",
-            "feature_size": 128,
-            "hop_length": 160,
-            "n_fft": 400,
-            "n_samples": 480000,
-            "nb_max_frames": 3000,
+            "feature_size": features.N_MELS,
+            "hop_length": features.HOP,
+            "n_fft": features.N_FFT,
+            "n_samples": features.WINDOW_SAMPLES,
+            "nb_max_frames": features.WINDOW_SAMPLES // features.HOP,
             "padding_side": "right",
             "padding_value": 0.0,
             "return_attention_mask": False,
-            "sampling_rate": 16000,
+            "sampling_rate": SAMPLE_RATE,
             # Makes vLLM pick the plugin's `arc` video loader by itself.
             "video_processor_type": "ARCHunyuanVideoProcessor",
         },
