@@ -61,10 +61,14 @@ def test_kv_cache_bytes_for_whole_blocks(tiny: Path) -> None:
 
 def test_flag_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(engine_args.KV_CACHE_ENV, raising=False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     assert engine_args.kv_cache_bytes(None, 1234) == 1234
     monkeypatch.setenv(engine_args.KV_CACHE_ENV, "1G")
     assert engine_args.kv_cache_bytes(None, 1234) == 2**30
     assert engine_args.kv_cache_bytes("256M", 1234) == 256 * 2**20
+    # vLLM's legacy variable wins over its own flag, so it does here too.
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    assert engine_args.kv_cache_bytes("256M", 1234) == 3 * 2**30
 
 
 def test_too_small_a_cache_says_what_to_change(tiny: Path) -> None:

@@ -199,7 +199,12 @@ class CpuEngine:
 
 
 def kv_cache_bytes(given: str | None, default: int) -> int:
-    """The flag's value, else the environment's, else the job's own size."""
+    """The flag's value, else $ARC_KV_CACHE_MEMORY_BYTES, else the job's own size; vLLM's
+    legacy $VLLM_CPU_KVCACHE_SPACE (GiB) before all, since vLLM lets it win over its flag
+    (vllm/platforms/cpu.py)."""
+    legacy = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+    if legacy:
+        return int(legacy) * 2**30
     value = given if given is not None else os.environ.get(KV_CACHE_ENV)
     return parse_bytes(value) if value else default
 
