@@ -148,6 +148,12 @@ def _read_audio(data: bytes, samples: int) -> np.ndarray:
     import soundfile
 
     with soundfile.SoundFile(io.BytesIO(data)) as flac:
+        # 16-bit FLAC only: its samples are within [-1, 1) by construction (a float
+        # WAV could carry values that overflow the features).
+        if (flac.format, flac.subtype) != ("FLAC", "PCM_16"):
+            raise PreparedMediaError(
+                f"prepared audio must be 16-bit FLAC, got {flac.format} {flac.subtype}"
+            )
         if flac.samplerate != SAMPLE_RATE or flac.channels != 1:
             raise PreparedMediaError(
                 f"prepared audio must be 16 kHz mono, got {flac.samplerate} Hz, "
@@ -174,6 +180,10 @@ def _read_frame(data: bytes, index: int, size: int) -> np.ndarray:
             f"frame {index} is a {image.size[0]}x{image.size[1]} {image.mode} image; "
             f"frames are {size}x{size} RGB"
         )
+    # Baseline JPEG only (what `encode` writes): a progressive one may repeat scans
+    # without end and cost minutes of CPU for one 640x640 frame.
+    if image.info.get("progressive") or image.info.get("progression"):
+        raise PreparedMediaError(f"frame {index} is a progressive JPEG; frames are baseline")
     frame = np.asarray(image.convert("RGB"))
     if frame.shape != (size, size, 3):
         raise PreparedMediaError(f"frame {index} decoded to {frame.shape}")

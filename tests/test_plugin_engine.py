@@ -105,6 +105,30 @@ def test_arc_serve_hears_the_soundtrack(
     assert_hears(logprobs)
 
 
+def test_arc_serve_ignores_client_uuids(
+    engine: tuple[str, Path], soundtrack_videos: dict[str, Path]
+) -> None:
+    """A client's uuid never stands for the content: another soundtrack under the same
+    uuid is heard, and a uuid alone is a 400, not another client's video."""
+    base, _ = engine
+
+    def body(url: str | None) -> dict[str, Any]:
+        out = chat_body(url or "", "arc-tiny")
+        part = out["messages"][0]["content"][0]
+        part["uuid"] = "shared-key"
+        if url is None:
+            part["video_url"] = None
+        return out
+
+    with httpx.Client(base_url=base, timeout=300) as client:
+        urls = {name: data_url(path.read_bytes()) for name, path in soundtrack_videos.items()}
+        tone = first_step(client.post("/v1/chat/completions", json=body(urls["tone"])))
+        noise = first_step(client.post("/v1/chat/completions", json=body(urls["noise"])))
+        alone = client.post("/v1/chat/completions", json=body(None))
+    assert distance(tone, noise) > 1e-3
+    assert alone.status_code == 400, alone.text
+
+
 def engine_memory(port: int) -> int:
     """RSS of the process listening on `port` (vLLM's API server; it renames itself,
     so it is found by its socket) and all its children, the engine core (bytes)."""

@@ -220,6 +220,28 @@ def test_the_same_pictures_with_another_soundtrack_are_another_input(
     assert (features["none"] == -1.5).all()  # no track: silence (§3.1)
 
 
+def test_a_client_uuid_never_stands_for_the_content(
+    processor: Any, soundtracks: dict[str, bytes]
+) -> None:
+    """vLLM would key an item by a client's uuid: the same uuid with another soundtrack
+    would get the first one's cached inputs, and a uuid alone another client's video."""
+    from vllm.multimodal.cache import MultiModalProcessorOnlyCache
+
+    cache = MultiModalProcessorOnlyCache(processor.info.ctx.model_config)
+
+    def under_uuid(item: Any) -> Any:
+        items = processor.info.parse_mm_data({"video": [item]})
+        return processor("<vid>Hi<sep>", items, {"video": ["shared-key"]}, cache=cache)
+
+    tone = under_uuid(video_io().load_bytes(soundtracks["tone"]))
+    noise = under_uuid(video_io().load_bytes(soundtracks["noise"]))
+    assert tone["mm_hashes"] != noise["mm_hashes"]
+    features = [out["mm_kwargs"]["video"][0]["input_features"].data for out in (tone, noise)]
+    assert not torch.equal(*features)
+    with pytest.raises(ValueError, match="must carry its data"):
+        under_uuid(None)
+
+
 def test_processor_cache_gives_the_same_outputs(
     processor: Any, soundtracks: dict[str, bytes]
 ) -> None:
@@ -279,7 +301,27 @@ BAD_ITEMS: dict[str, tuple[Any, str]] = {
     ),
     "audio over 300 s": ((frames(2), {"arc_audio": audio(301), "arc_duration": 2}), "300 s"),
     "stereo audio": ((frames(2), {"arc_audio": np.zeros((32000, 2), np.float32)}), "1-D"),
-    "NaN audio": ((frames(2), {"arc_audio": np.full(32000, np.nan, np.float32)}), "NaN"),
+    "NaN audio": ((frames(2), {"arc_audio": np.full(32000, np.nan, np.float32)}), "finite"),
+    "audio of 1e30 (overflows the features)": (
+        (frames(2), {"arc_audio": np.full(32000, 1e30, np.float32)}),
+        "finite",
+    ),
+    "features of 1e30": (
+        (frames(2), {"arc_audio_features": np.full((1, 128, 3000), 1e30, np.float32)}),
+        "finite",
+    ),
+    "prepared NaN pixels": (
+        prepared_video_item(
+            torch.full((2, 3, 640, 640), float("nan")), torch.zeros(1, 128, 3000), 2
+        ),
+        "pixel_values must be finite",
+    ),
+    "prepared infinite features": (
+        prepared_video_item(
+            torch.zeros(2, 3, 640, 640), torch.full((1, 128, 3000), float("inf")), 2
+        ),
+        "input_features must be finite",
+    ),
     "features of the wrong shape": (
         (frames(2), {"arc_audio_features": np.zeros((1, 80, 3000), np.float32)}),
         "128, 3000",
@@ -356,11 +398,20 @@ def manifest(**changes: Any) -> bytes:
     return json.dumps({**base, **changes}).encode()
 
 
-def jpeg(size: int = 640) -> bytes:
+def jpeg(size: int = 640, *, progressive: bool = False) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
-    Image.new("RGB", (size, size), (10, 120, 30)).save(out, "JPEG", quality=90)
+    image = Image.new("RGB", (size, size), (10, 120, 30))
+    image.save(out, "JPEG", quality=90, progressive=progressive)
+    return out.getvalue()
+
+
+def float_wav(samples: np.ndarray) -> bytes:
+    import soundfile
+
+    out = io.BytesIO()
+    soundfile.write(out, samples, 16000, format="WAV", subtype="FLOAT")
     return out.getvalue()
 
 
@@ -440,6 +491,14 @@ def bad_containers() -> dict[str, tuple[bytes, str]]:
         ),
         "manifest not an object": (zip_of({**good, "arc-prepared.json": b"[1, 2]"}), "JSON object"),
         "frame not a JPEG": (zip_of({**good, "frames/000.jpg": b"not a jpeg"}), "not a valid"),
+        "float WAV as audio (values past 1)": (
+            zip_of({**good, "audio.flac": float_wav(np.full(32000, 1e30, np.float32))}),
+            "16-bit FLAC",
+        ),
+        "progressive JPEG frame (scans without end)": (
+            zip_of({**good, "frames/000.jpg": jpeg(progressive=True)}),
+            "progressive",
+        ),
     }
 
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import BatchFeature
 from vllm.config.multimodal import MultiModalDummyOptions
+from vllm.inputs import MultiModalInput
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
 from vllm.multimodal.parse import (
     DictEmbeddingItems,
@@ -43,9 +45,11 @@ from vllm.multimodal.processing import (
     BaseDummyInputsBuilder,
     BaseMultiModalProcessor,
     BaseProcessingInfo,
+    ProcessorInputs,
     PromptReplacement,
     PromptUpdate,
     PromptUpdateDetails,
+    TimingContext,
 )
 
 from arc_media.limits import MAX_AUDIO_SECONDS, SAMPLE_RATE
@@ -125,6 +129,22 @@ def _check_duration(duration: int, num_frames: int, max_frames: int) -> None:
         )
 
 
+# Bounds on values, NaN and infinities included (a comparison with NaN is false): beyond
+# them the encoders overflow, and the NaNs they make can reach cached state shared with
+# other requests. 16 kHz float audio is nominally within +-1; log-mel features of such
+# audio lie within about -1.5..3; CLIP-normalised pixels within -1.8..2.2.
+MAX_ABS_SAMPLE = 4.0
+MAX_ABS_FEATURE = 8.0
+MAX_ABS_PIXEL = 4.0
+
+
+def _within(values: np.ndarray | torch.Tensor, bound: float) -> bool:
+    if isinstance(values, torch.Tensor):
+        low, high = torch.aminmax(values.detach().reshape(-1).float())
+        return bool(low >= -bound) and bool(high <= bound)
+    return bool(values.min() >= -bound) and bool(values.max() <= bound)
+
+
 def _check_windows(windows: int, duration: int) -> None:
     if not 1 <= windows <= MAX_WINDOWS:
         raise BadVideoItem(f"audio features hold 1 to {MAX_WINDOWS} windows of 30 s, not {windows}")
@@ -144,8 +164,10 @@ def _check_features(features: Any, duration: int) -> np.ndarray:
             f"got {tuple(features.shape)}"
         )
     _check_windows(features.shape[0], duration)
-    if not np.isfinite(features).all():
-        raise BadVideoItem("arc_audio_features holds NaN or infinite values")
+    if not _within(features, MAX_ABS_FEATURE):
+        raise BadVideoItem(
+            f"arc_audio_features must be finite log-mel values within +-{MAX_ABS_FEATURE:g}"
+        )
     return features
 
 
@@ -163,8 +185,11 @@ def _check_audio(audio: Any, duration: int) -> np.ndarray:
         raise BadVideoItem(
             f"arc_audio lasts {seconds} s (16 kHz), shorter than the duration of {duration} s"
         )
-    if not np.isfinite(audio).all():
-        raise BadVideoItem("arc_audio holds NaN or infinite samples")
+    if not _within(audio, MAX_ABS_SAMPLE):
+        raise BadVideoItem(
+            f"arc_audio samples must be finite and within +-{MAX_ABS_SAMPLE:g} (float audio "
+            "is nominally within +-1)"
+        )
     return audio
 
 
@@ -253,6 +278,10 @@ def check_prepared(data: Mapping[str, Any], config: ARCHunyuanVideoConfig) -> No
     duration = _as_int(data["video_duration"], "video_duration")
     _check_duration(duration, num_frames, config.max_num_frame)
     _check_windows(windows, duration)
+    if not _within(pixels, MAX_ABS_PIXEL):
+        raise BadVideoItem(f"pixel_values must be finite and within +-{MAX_ABS_PIXEL:g}")
+    if not _within(features, MAX_ABS_FEATURE):
+        raise BadVideoItem(f"input_features must be finite and within +-{MAX_ABS_FEATURE:g}")
 
 
 def _video_fields(hf_inputs: Mapping[str, torch.Tensor]) -> Mapping[str, MultiModalFieldConfig]:
@@ -388,6 +417,20 @@ class ARCDummyInputsBuilder(BaseDummyInputsBuilder[ARCProcessingInfo]):
 
 
 class ARCMultiModalProcessor(BaseMultiModalProcessor[ARCProcessingInfo]):
+    def apply(self, inputs: ProcessorInputs, timing_ctx: TimingContext) -> MultiModalInput:
+        # vLLM lets a client's `uuid` stand in for an item's content as its cache key, so a
+        # video sent under a known uuid, or a uuid sent with no video, would be answered
+        # with the cached inputs of another (the same pictures with other audio, or
+        # another client's video). Here the key is always the content's own hash, and
+        # every video comes with its data.
+        for modality, items in inputs.mm_data_items.items():
+            if any(items.get(i) is None for i in range(items.get_count())):
+                raise BadVideoItem(
+                    f"a {modality} item must carry its data: a `uuid` alone does not refer "
+                    "to an earlier item on this server"
+                )
+        return super().apply(replace(inputs, mm_uuid_items=None), timing_ctx)
+
     def _call_hf_processor(
         self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
     ) -> BatchFeature:
