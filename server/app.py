@@ -380,6 +380,15 @@ def create_app(settings: Settings) -> FastAPI:
         # The one model, by its public name (vLLM's card holds the checkpoint's path).
         return ModelList(data=[ModelCard(id=await model_name())])
 
+    @app.get("/v1/models/{model_id}", response_model=ModelCard)
+    async def model_card(model_id: str) -> ModelCard:
+        name = await model_name()
+        if model_id != name:
+            raise APIError(
+                404, f"no model {model_id[:64]!r}; this gateway serves {name!r}", "model_not_found"
+            )
+        return ModelCard(id=name)
+
     # -- files ---------------------------------------------------------------------------
 
     @app.post("/v1/files", response_model=FileObject)

@@ -337,6 +337,12 @@ def test_conversation_shapes_the_model_cannot_take(gateway: str) -> None:
     body = {"messages": [{"role": "tool", "content": "x"}]}
     reply = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=60)
     assert_error(reply, 400, "invalid_request")
+    body = {"messages": [{"role": "user", "content": []}]}
+    reply = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=60)
+    assert_error(reply, 400, "invalid_request")
+    # Text alone is a question the model can take.
+    reply = chat(gateway, "Hello?", max_tokens=2)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] is not None
 
 
 # -- engine refusals, model name ------------------------------------------------------------
@@ -358,6 +364,13 @@ def test_engine_refusals_stay_4xx_in_the_gateways_words(gateway: str, engine, cl
 
 
 def test_model_name_is_clean_everywhere(gateway: str, clip: Path) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=gateway + "/v1", api_key="none", max_retries=0)
+    assert [m.id for m in client.models.list()] == [PUBLIC_NAME]
+    assert client.models.retrieve(PUBLIC_NAME).id == PUBLIC_NAME
+    missing = httpx.get(gateway + "/v1/models/tmp", timeout=30)
+    assert_error(missing, 404, "model_not_found")
     models = httpx.get(gateway + "/v1/models", timeout=30).json()
     assert [m["id"] for m in models["data"]] == [PUBLIC_NAME]
     assert httpx.get(gateway + "/ready", timeout=30).json()["models"] == [PUBLIC_NAME]

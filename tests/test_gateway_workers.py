@@ -135,3 +135,72 @@ def test_tiny_and_extreme_frames_are_prepared(size: str, tmp_path: Path) -> None
     container, summary = prepare_job(str(path), None, None, 600.0, 3840 * 2160, 120.0, None)
     assert summary["frames"] == 2 and container
     assert bool(summary["notes"]) == (int(height) < 20)
+
+
+def failing_job(path: str, *args: object) -> tuple[bytes, dict]:
+    """An error no handler knows, raised in the worker."""
+    raise KeyError("something no one mapped")
+
+
+def test_an_unmapped_error_in_a_worker_is_a_4xx(tmp_path: Path) -> None:
+    video = make_clip(tmp_path / "v.mp4", seconds=1)
+
+    async def scenario() -> BaseException | None:
+        settings = Settings(decode_workers=1, files_dir=str(tmp_path / "files"))
+        ingestor = Ingestor(settings, Metrics(), job=failing_job)
+        await ingestor.warm_up()
+        try:
+            await ingestor.prepare(video)
+        except APIError as e:
+            return e
+        finally:
+            ingestor.shutdown()
+        return None
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, APIError)
+    assert error.status_code == 422 and error.code == "video_unprocessable"
+
+
+def test_an_unexpected_error_is_a_500_that_keeps_the_connection(tmp_path: Path) -> None:
+    """The catch-all answer leaves a keep-alive connection open (pooled clients reuse it)."""
+    import http.client
+    import threading
+
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = Settings(
+        files_dir=str(tmp_path / "files"), decode_workers=1, upstream_url="http://127.0.0.1:9"
+    )
+    app = create_app(settings)
+
+    def broken() -> list:
+        raise RuntimeError("injected fault")
+
+    app.state.gateway.store.list = broken
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/v1/files")
+        reply = connection.getresponse()
+        body = reply.read()
+        assert reply.status == 500 and b'"internal"' in body
+        assert reply.getheader("connection") != "close"
+        sock = connection.sock
+        connection.request("GET", "/health")
+        again = connection.getresponse()
+        assert again.status == 200 and again.read()
+        assert connection.sock is sock  # the same connection served both
+        connection.close()
+    finally:
+        server.should_exit = True
+        thread.join(60)
