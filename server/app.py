@@ -329,6 +329,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.upstream_url, settings.upstream_api_key, settings.upstream_timeout_s
         )
         await gateway.ingestor.warm_up()
+        gateway.store.sweep()  # a smaller budget or expired files since the last run
         log.info(json.dumps({"event": "ready", "upstream": settings.upstream_url}))
         try:
             yield

@@ -94,6 +94,7 @@ class FileStore:
                 f"file store's whole budget ({self.budget_bytes / 2**20:g} MiB)",
                 "file_exceeds_storage",
             )
+        self.list()  # drops the expired files first
         if not self._make_room(need, files_too=True):
             raise APIError(
                 507,

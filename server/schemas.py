@@ -22,6 +22,7 @@ class VideoURL(_Closed):
 
 class FileRef(_Closed):
     file_id: str = Field(max_length=64)
+    filename: str | None = Field(default=None, max_length=255, description="ignored")
 
 
 CONTENT_TYPES = ("text", "video_url", "file")

@@ -578,3 +578,29 @@ def test_a_file_deleted_while_its_question_waits_is_still_answered(
     assert file_id in error["message"] and "/" not in error["message"]
     again = chat(small_store, [video_part(file_id)], max_tokens=1)
     assert file_id in assert_error(again, 404, "file_not_found")["message"]
+
+
+def test_openai_client_file_part_and_upload(gateway: str, clip: Path) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=gateway + "/v1", api_key="none", max_retries=0, timeout=300)
+    uploaded = client.files.create(file=clip.open("rb"), purpose="user_data")
+    reply = client.chat.completions.create(
+        model="anything",
+        messages=[{"role": "user", "content": [
+            {"type": "file", "file": {"file_id": uploaded.id, "filename": "clip.mp4"}},
+            {"type": "text", "text": "What is it?"},
+        ]}],
+        max_tokens=1,
+    )  # fmt: skip
+    assert reply.model == PUBLIC_NAME and reply.usage.video["frames"] == 3
+    # Bytes of a file inside the part are client media: refused.
+    raw = chat(
+        gateway,
+        [{"type": "file", "file": {"file_id": uploaded.id, "file_data": "AAAA"}}],
+        max_tokens=1,
+    )
+    assert (
+        assert_error(raw, 400, "unknown_parameter")["param"]
+        == "messages[0].content[0].file.file_data"
+    )
