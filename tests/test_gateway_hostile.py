@@ -604,3 +604,36 @@ def test_openai_client_file_part_and_upload(gateway: str, clip: Path) -> None:
         assert_error(raw, 400, "unknown_parameter")["param"]
         == "messages[0].content[0].file.file_data"
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"top_k": 1_000_000},
+        {"top_k": -1},
+        {"seed": -1},
+        {"seed": 2**63 - 1},
+        {"min_p": 1.0},
+        {"top_p": 1e-9},
+        {"repetition_penalty": 2.0},
+        {"temperature": 0, "n": 16},
+        {"stop": ["x" * 256] * 16},
+        {"min_tokens": 1_000_000},
+        {"logprobs": True, "top_logprobs": 0},
+        {"top_logprobs": 5},
+        {"frequency_penalty": -2, "presence_penalty": 2},
+        {"max_completion_tokens": 1, "max_tokens": 3},
+        {"user": ""},
+    ],
+)
+def test_edge_values_are_answered_or_refused_with_a_4xx(
+    gateway: str, engine, clip: Path, extra: dict
+) -> None:
+    content = [video_part(data_url(clip)), {"type": "text", "text": "What is it?"}]
+    reply = chat(gateway, content, **{"max_tokens": 2, **extra})
+    assert reply.status_code in (200, 400), (reply.status_code, reply.text[:1000])
+    if reply.status_code == 400:
+        error = reply.json()["error"]
+        assert error["code"] in ("upstream_rejected", "invalid_request", "context_length_exceeded")
+        assert "validation error" not in error["message"]
+    assert_engine_alive(engine)
