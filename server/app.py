@@ -653,6 +653,12 @@ def _annotate_chunk(
         return data.encode()
     if not isinstance(chunk, dict):
         return data.encode()
+    if "error" in chunk:
+        # vLLM's own text (possibly its internals) goes to the log, not to the client.
+        log.warning(json.dumps({"event": "upstream_stream_error", "detail": str(chunk)[:500]}))
+        return json.dumps(
+            error_body(502, "the model server failed while answering", "upstream_error")
+        ).encode()
     if "model" in chunk:
         chunk["model"] = name
     for choice in chunk.get("choices") or []:

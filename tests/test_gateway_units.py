@@ -429,3 +429,19 @@ def test_upstream_body_writes_the_video_piece_by_piece(tmp_path: Path) -> None:
     url = sent["messages"][0]["content"][0]["video_url"]["url"]
     assert url.startswith("data:v/x;base64,") and base64.b64decode(url[16:]) == video
     assert sent["messages"][0]["content"][1] == {"type": "text", "text": "hi"}
+
+
+def test_stream_error_chunks_are_in_the_gateways_words() -> None:
+    import json
+
+    from server.app import _annotate_chunk
+
+    dump = json.dumps(
+        {"error": {"message": "1 validation error\n input_value={'x': 1}", "code": 400}}
+    )
+    chunk = json.loads(_annotate_chunk(dump, {}, "qa", "arc", None))
+    assert chunk["error"]["code"] == "upstream_error" and "input_value" not in json.dumps(chunk)
+    normal = json.dumps(
+        {"model": "/tmp/ckpt", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+    )
+    assert json.loads(_annotate_chunk(normal, {}, "qa", "arc", None))["model"] == "arc"
