@@ -86,18 +86,18 @@ def test_memory_short_says_what_to_change(tiny: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(engine_args, "available_memory", lambda: (3 * 2**30, 9 * 2**30))
     weights = engine_args.weights_bytes(tiny, "float32")
     # In one process: 1 GiB of runtime next to the cache and the weights.
-    CpuEngine(tiny, 3 * 2**30 - weights - 2**30, 20480, "float32", in_process=True).check_memory()
+    CpuEngine(tiny, 3 * 2**30 - weights - 2**30, 20480, "float32").check_memory()
     with pytest.raises(SystemExit) as refusal:
-        CpuEngine(tiny, 2**29, 20480, "float32", "arc-test").check_memory()
+        CpuEngine(tiny, 2**30, 20480, "float32", "arc-test", processes=2).check_memory()
     message = str(refusal.value)
-    # A server: API server, engine core and worker.
-    assert "the engine needs about 3.51 GiB (KV cache 512 MiB" in message
-    assert "runtime 3.00 GiB" in message
+    # A server: API server, engine core.
+    assert "the engine needs about 3.01 GiB (KV cache 1.00 GiB" in message
+    assert "runtime 2.00 GiB" in message
     assert "this NUMA node has 3.00 GiB of 9.00 GiB available" in message
     assert "Lower --kv-cache-memory-bytes or $ARC_KV_CACHE_MEMORY_BYTES" in message
     with pytest.raises(SystemExit) as refusal:
-        CpuEngine(tiny, 2**28, 20480, "float32", workers=2).check_memory()
-    # 256 MiB per worker; the caller, the engine core and two workers.
+        CpuEngine(tiny, 2**28, 20480, "float32", workers=2, processes=4).check_memory()
+    # 256 MiB per worker; the API server, the engine core and two workers.
     assert "KV cache 512 MiB, weights 12 MiB, runtime 4.00 GiB" in str(refusal.value)
 
 

@@ -97,7 +97,6 @@ def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any
         engine_args.kv_cache_bytes_for(model, MAX_MODEL_LEN, 1, args.dtype),
     )
     engine = engine_args.CpuEngine(model, kv_bytes, MAX_MODEL_LEN, args.dtype, "arc-ask")
-    engine.in_process = True
     engine.check_memory()
     # One process: the engine core and its worker run in this one instead of starting
     # two more (each importing torch and vLLM again: 10-20 s on two cores).

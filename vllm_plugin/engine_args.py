@@ -166,9 +166,7 @@ class CpuEngine:
     # How to shorten the context, where the program has an option for it.
     length_hint: str = ""
     workers: int = 1  # tensor-parallel size
-    # In the caller's process (one process in all), or a server / multiprocess engine:
-    # the caller or API server, the engine core and one process per worker.
-    in_process: bool = False
+    processes: int = 1  # the engine's processes, the caller's or API server's included
 
     def check_memory(self) -> None:
         """Exits with what to change when the KV cache cannot hold one full-length
@@ -185,7 +183,7 @@ class CpuEngine:
             )
         weights = weights_bytes(self.checkpoint, self.dtype)
         free, total = available_memory()
-        runtime = (1 if self.in_process else 2 + self.workers) * PROCESS_BYTES
+        runtime = self.processes * PROCESS_BYTES
         kv_total = self.kv_cache_bytes * self.workers
         need = kv_total + weights + runtime
         if need > free:

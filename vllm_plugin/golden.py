@@ -144,7 +144,8 @@ def build_engine(
         need = engine_args.kv_cache_bytes_for(checkpoint, max_model_len, sequences, dtype, tp)
         kv_bytes = engine_args.kv_cache_bytes(kv, need)
         engine = engine_args.CpuEngine(checkpoint, kv_bytes, max_model_len, dtype, "arc-golden")
-        engine.workers, engine.in_process = tp, tp == 1
+        # This process (engine core, and the model when tp == 1), then one per worker.
+        engine.workers, engine.processes = tp, 1 if tp == 1 else 1 + tp
         engine.check_memory()
         # The engine core in this process (one process fewer to start, each importing
         # torch and vLLM); with tp > 1 the workers are still processes of their own.

@@ -11,9 +11,11 @@ video's own audio), one video per prompt, and the authors' context length.
 On a CPU build of vLLM it also adds `--enforce-eager` and a `--kv-cache-memory-bytes`
 sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G),
 and checks before starting that the KV cache and the weights fit the memory: the engine
-starts in seconds (no warm-up pass) and on any machine (no fraction of the machine's
-memory). `--gpu-memory-utilization` given instead sizes the cache by vLLM's rule.
-A CUDA build keeps vLLM's own defaults.
+starts without a warm-up pass and on any machine (no fraction of the machine's memory).
+`--gpu-memory-utilization` given instead sizes the cache by vLLM's rule. The model runs
+in the engine core process (VLLM_ENABLE_V1_MULTIPROCESSING=0, no worker process at
+tensor-parallel size 1) and TORCH_COMPILE_DISABLE=1 (no C++ compiler needed for
+logprobs). A CUDA build keeps vLLM's own defaults.
 
 Any option given on the command line wins over these defaults. Every `vllm serve` option
 is accepted: `arc-serve CHECKPOINT --help` lists them (`--help=all`, `--help=ModelConfig`).
@@ -22,6 +24,7 @@ is accepted: `arc-serve CHECKPOINT --help` lists them (`--help=all`, `--help=Mod
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -79,6 +82,8 @@ def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
         added += ["--kv-cache-memory-bytes", str(kv_bytes)]
     hint = ", or lower --max-model-len"
     engine = engine_args.CpuEngine(path, kv_bytes, max_model_len, dtype, "arc-serve", hint, tp)
+    # The API server, the engine core (with the model when tp == 1), one per worker.
+    engine.processes = 2 if tp == 1 else 2 + tp
     engine.check_memory()
     return added
 
@@ -145,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     if engine_args.cpu_build():
         # Before torch is imported (the tiny checkpoint's writer imports it).
         engine_args.set_cpu_environment()
+        # The model runs in the engine core process, not in a worker process of its
+        # own (vLLM's CPU platform starts one unless this is 0; with tensor parallelism
+        # the workers are processes anyway): one process fewer importing torch and
+        # vLLM, 8 s sooner healthy (19 s instead of 27 s at load 1.5-2) and 0.7 GiB less.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     checkpoint, extra = argv[0], argv[1:]
     asks_help = any(arg.split("=", 1)[0] in HELP_FLAGS for arg in extra)
     if checkpoint == "tiny" and not asks_help:
