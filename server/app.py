@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from vllm_plugin.prepared_media import PREPARED_MIME
+from arc_media.prepared import PREPARED_MIME
 
 from . import safe_fetch
 from .answers import parse_answer

@@ -1,8 +1,8 @@
 """Video ingestion in a bounded pool of worker processes.
 
-Each job runs the project's one preprocessing pipeline (`vllm_plugin.preprocess`, the
+Each job runs the project's one preprocessing pipeline (`arc_media.pipeline`, the
 code the plugin runs on a raw video) on a file on disk and returns the prepared form in
-the compact container the plugin's `arc` loader reads (`vllm_plugin.prepared_media`).
+the compact container the plugin's `arc` loader reads (`arc_media.prepared`).
 Workers are separate processes so a hostile file can only take down a worker: ffmpeg
 runs with protocol and demuxer allow-lists, `-nostdin`, no shell, bounded probing, and
 address-space, CPU-seconds and wall-clock limits; the frames decode in the worker itself
@@ -96,9 +96,10 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) 
     # The parent handles Ctrl-C and shutdown; workers just finish or get terminated.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
-    from vllm_plugin import prepared_media, preprocess  # noqa: F401  (import cost up front)
+    from arc_media import pipeline, prepared  # noqa: F401  (import cost up front)
+    from arc_media.ffmpeg import set_child_limits
 
-    preprocess.set_child_limits(memory_mb, cpu_s)
+    set_child_limits(memory_mb, cpu_s)
     if memory_mb:
         limit_worker_memory(memory_mb)
     conn.send(("ready", None))
@@ -135,7 +136,9 @@ def prepare_job(
     font: str | None,
 ) -> tuple[bytes, dict]:
     """Runs in a worker: file -> (prepared container bytes, summary)."""
-    from vllm_plugin import prepared_media, preprocess
+    from arc_media import prepared
+    from arc_media.limits import Limits
+    from arc_media.pipeline import prepare_video
 
     started_at = time.time()
     t0 = time.perf_counter()
@@ -145,14 +148,12 @@ def prepare_job(
         if line.startswith("probe:") and not probed_at:
             probed_at.append(time.perf_counter() - t0)
 
-    limits = preprocess.Limits(
-        max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s
-    )
-    video = preprocess.prepare_video(
+    limits = Limits(max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s)
+    video = prepare_video(
         path, font_path=font, start=start, end=end, limits=limits, progress=progress
     )
     info = {"intervals": [list(i) for i in video.intervals], "frame_indices": video.frame_indices}
-    container = prepared_media.encode(video.frames, video.audio, video.duration, info)
+    container = prepared.encode(video.frames, video.audio, video.duration, info)
     probe = video.probe
     summary = VideoSummary(
         frames=video.num_frames,
@@ -170,7 +171,7 @@ def prepare_job(
         clip=list(video.clip) if video.clip else None,
         started_at=started_at,
     )
-    if int(0.05 * probe.height) < 1:  # preprocess.draw_timestamp's font size
+    if int(0.05 * probe.height) < 1:  # arc_media.overlay.draw_timestamp's font size
         summary.notes.append(
             f"timestamp overlay skipped: frames {probe.height} px high (the authors' font "
             "size, 5% of the height, is 0)"
@@ -316,7 +317,7 @@ class Ingestor:
         self, path: Path, start: float | None = None, end: float | None = None
     ) -> tuple[Path, VideoSummary]:
         """(the prepared container's file, which the caller moves or removes; summary)."""
-        from vllm_plugin.preprocess import FontError, MediaError, MediaTimeoutError
+        from arc_media.limits import FontError, MediaError, MediaTimeoutError
 
         if self.pending >= self.capacity:
             raise APIError(

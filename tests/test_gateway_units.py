@@ -395,7 +395,7 @@ def test_public_model_name_is_never_a_path() -> None:
 def test_overlay_on_frames_too_small_for_the_font() -> None:
     from PIL import Image
 
-    from vllm_plugin.preprocess import draw_timestamp
+    from arc_media.overlay import draw_timestamp
 
     for size in ((1, 1), (2, 2), (16384, 16), (64, 19)):
         frame = Image.new("RGB", size)

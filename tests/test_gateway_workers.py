@@ -179,7 +179,6 @@ def test_an_unexpected_error_is_a_500_that_keeps_the_connection(tmp_path: Path) 
     def broken() -> list:
         raise RuntimeError("injected fault")
 
-    app.state.gateway.store.list = broken
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -189,6 +188,7 @@ def test_an_unexpected_error_is_a_500_that_keeps_the_connection(tmp_path: Path) 
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.2)
+        app.state.gateway.store.list = broken  # GET /v1/files now fails unexpectedly
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         connection.request("GET", "/v1/files")
         reply = connection.getresponse()
