@@ -27,7 +27,8 @@ from pathlib import Path
 KV_CACHE_ENV = "ARC_KV_CACHE_MEMORY_BYTES"
 # What each process of an engine holds besides weights and KV cache (torch, vLLM, the
 # encoders' activations): measured 0.8-1.3 GiB RSS per process with the tiny checkpoint
-# (arc-ask's one process 1.3 GiB; arc-serve's API server, engine core and worker 2.7 GiB).
+# (arc-ask's one process 1.3 GiB; arc-serve's API server and engine core 2.0 GiB, 2.7 GiB
+# with a worker process of its own).
 PROCESS_BYTES = 2**30
 # The CPU attention backend's block size: the cache is allocated in whole blocks.
 BLOCK_TOKENS = 128
