@@ -123,10 +123,10 @@ def answer(args: argparse.Namespace, model: Path) -> tuple[str, int, int]:
     options, where = engine_options(args, model)
     log("loading vLLM and the model code")
     register_model_class()
-    from . import preprocess
+    from arc_media.pipeline import prepare_video
 
     t0 = time.perf_counter()
-    video = preprocess.prepare_video(args.video, font_path=args.font)
+    video = prepare_video(args.video, font_path=args.font)
     log(
         f"video prepared: {video.frames.shape[0]} frames, {video.duration} s of audio "
         f"({time.perf_counter() - t0:.1f} s)"

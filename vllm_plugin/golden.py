@@ -61,7 +61,7 @@ class CaseResult:
 def load_pixel_values(frames_dir: Path, num_frames: int) -> torch.Tensor:
     from PIL import Image
 
-    from .preprocess import pixel_values
+    from .features import pixel_values
 
     frames = [
         np.asarray(Image.open(frames_dir / f"frame_{i:03d}.png").convert("RGB"))
