@@ -91,6 +91,19 @@ def test_too_small_a_cache_is_refused_before_starting(media_dir: Path, tmp_path:
         assert "starting the vLLM engine" not in proc.stderr
 
 
+def test_a_file_that_is_no_video_is_one_line(media_dir: Path, tmp_path: Path) -> None:
+    from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
+
+    model = write_tiny_checkpoint(tmp_path / "ckpt")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes((media_dir / "w33698kgs05.mp4").read_bytes()[:3000])
+    proc = arc_ask(str(truncated), QUESTION, "--model", str(model), env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert f"arc-ask: {truncated}: " in proc.stderr and "Traceback" not in proc.stderr
+    assert "loading vLLM" not in proc.stderr, "the video is checked first"
+    assert not list(tmp_path.glob("arc-ask-*")), "the run's folder is removed"
+
+
 def test_missing_video_is_a_usage_error(tmp_path: Path) -> None:
     proc = arc_ask(str(tmp_path / "nothing.mp4"), QUESTION, env={})
     assert proc.returncode == 2

@@ -121,16 +121,21 @@ def register_model_class() -> None:
 
 def answer(args: argparse.Namespace, model: Path) -> tuple[str, int, int]:
     options, where = engine_options(args, model)
-    log("loading vLLM and the model code")
-    register_model_class()
+    # The video first (no torch or vLLM needed): a file that is no video fails in a second.
+    from arc_media.limits import MediaError
     from arc_media.pipeline import prepare_video
 
     t0 = time.perf_counter()
-    video = prepare_video(args.video, font_path=args.font)
+    try:
+        video = prepare_video(args.video, font_path=args.font)
+    except MediaError as error:
+        raise SystemExit(f"arc-ask: {args.video}: {error}") from None
     log(
         f"video prepared: {video.frames.shape[0]} frames, {video.duration} s of audio "
         f"({time.perf_counter() - t0:.1f} s)"
     )
+    log("loading vLLM and the model code")
+    register_model_class()
     from vllm import LLM, SamplingParams
 
     log(f"starting the vLLM engine ({where}) on {model}")
