@@ -16,7 +16,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -244,6 +244,23 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class _ReleasingStream(StreamingResponse):
+    """A streamed answer that always releases what its request holds (pins, files, the
+    in-flight count, the upstream connection), even if its body never started."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], release: Callable[[], Awaitable[None]], **kwargs: Any
+    ):
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release()  # its synchronous part runs even under cancellation
 
 
 class RequestLog:
@@ -622,16 +639,29 @@ def create_app(settings: Settings) -> FastAPI:
                 metrics.rejections.labels(error.code).inc()
                 yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
             finally:
-                await response.aclose()
-                cleanup.close()
-                upstream_s = time.perf_counter() - t0
-                metrics.upstream_seconds.observe(upstream_s)
-                fields["upstream_s"] = round(upstream_s, 4)
-                gateway.inflight -= 1
-                metrics.inflight.set(gateway.inflight)
+                await release()
 
-        return StreamingResponse(
+        released = False
+
+        async def release() -> None:
+            # Once, whether the stream ran to its end or never started (a client gone
+            # before the first chunk: the generator's own `finally` would never run).
+            # Everything but the upstream connection's close is done before any await.
+            nonlocal released
+            if released:
+                return
+            released = True
+            cleanup.close()
+            upstream_s = time.perf_counter() - t0
+            metrics.upstream_seconds.observe(upstream_s)
+            fields["upstream_s"] = round(upstream_s, 4)
+            gateway.inflight -= 1
+            metrics.inflight.set(gateway.inflight)
+            await response.aclose()
+
+        return _ReleasingStream(
             events(),
+            release,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

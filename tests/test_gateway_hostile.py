@@ -637,3 +637,40 @@ def test_edge_values_are_answered_or_refused_with_a_4xx(
         assert error["code"] in ("upstream_rejected", "invalid_request", "context_length_exceeded")
         assert "validation error" not in error["message"]
     assert_engine_alive(engine)
+
+
+def _gauge(base: str, name: str) -> float:
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(name)
+
+
+def test_streams_abandoned_at_once_release_what_they_held(gateway: str, clip: Path) -> None:
+    file_id = httpx.post(
+        gateway + "/v1/files",
+        files={"file": ("clip.mp4", clip.read_bytes())},
+        data={"purpose": "user_data"},
+        timeout=300,
+    ).json()["id"]
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": [video_part(file_id)]}], "max_tokens": 50,
+         "ignore_eos": True, "stream": True}
+    ).encode()  # fmt: skip
+    host, port = urllib.parse.urlparse(gateway).netloc.split(":")
+    for wait in (0.0, 0.3, 1.0):
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(wait)
+    deadline = time.monotonic() + 60
+    while _gauge(gateway, "arc_gateway_inflight_requests") != 0:
+        assert time.monotonic() < deadline, "an abandoned stream is still counted in flight"
+        time.sleep(0.2)
+    # And the file can still be deleted.
+    assert httpx.delete(f"{gateway}/v1/files/{file_id}").json()["deleted"] is True
+    assert httpx.get(f"{gateway}/v1/files/{file_id}").status_code == 404
