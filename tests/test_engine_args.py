@@ -123,3 +123,15 @@ def test_cpu_environment_keeps_what_the_caller_set() -> None:
     env = {"TORCH_COMPILE_DISABLE": "0"}
     engine_args.set_cpu_environment(env)
     assert env == {"TORCH_COMPILE_DISABLE": "0"}
+
+
+def test_worker_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_args.os, "cpu_count", lambda: 16)
+    env: dict[str, str] = {}
+    engine_args.bind_worker_threads(1, env)
+    assert env == {}
+    engine_args.bind_worker_threads(2, env)
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0-7|8-15"}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
+    engine_args.bind_worker_threads(2, env)
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -245,7 +246,7 @@ def test_vllm_options_come_from_vllm_serve() -> None:
     assert "deprecated module loaded: False" in proc.stdout
 
 
-def test_cpu_engine_arguments(tmp_path: Path) -> None:
+def test_cpu_engine_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm_plugin import engine_args, serve
     from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
 
@@ -271,6 +272,14 @@ def test_cpu_engine_arguments(tmp_path: Path) -> None:
     args = added("--gpu-memory-utilization", "0.5")
     assert "--kv-cache-memory-bytes" not in args and "--enforce-eager" in args
     assert "--enforce-eager" not in added("--no-enforce-eager")
+    # Tensor parallel: each worker's cache holds its share of the 2 KV heads, and the
+    # workers' threads get a share of the cores each (vLLM's automatic binding wants a
+    # NUMA node per worker).
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    args = added("--tensor-parallel-size", "2")
+    assert kv(args) == engine_args.kv_cache_bytes_for(Path(ckpt), 20480, 4, "auto", tp=2)
+    assert kv(args) * 2 == engine_args.kv_cache_bytes_for(Path(ckpt), 20480, 4, "auto")
+    assert "|" in os.environ["VLLM_CPU_OMP_THREADS_BIND"]
 
 
 def test_memory_short_is_refused_before_starting(tmp_path: Path) -> None:

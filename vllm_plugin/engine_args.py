@@ -214,3 +214,15 @@ def set_cpu_environment(env: dict[str, str] | os._Environ = os.environ) -> None:
     # vLLM 0.32 compiles its logprobs op with inductor even in eager mode
     # (vllm/v1/sample/ops/logprobs.py); with no C++ compiler that kills the engine.
     env.setdefault("TORCH_COMPILE_DISABLE", "1")
+
+
+def bind_worker_threads(tp: int, env: dict[str, str] | os._Environ = os.environ) -> None:
+    """With tp > 1 on one NUMA node, a share of the cores for each worker's threads
+    (VLLM_CPU_OMP_THREADS_BIND "0-7|8-15"): vLLM's automatic binding wants a NUMA node
+    per worker and refuses to start otherwise. Kept when the caller set it."""
+    if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in env:
+        cores = os.cpu_count() or tp
+        per = max(1, cores // tp)
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+            f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i) for i in range(tp)
+        )

@@ -150,12 +150,7 @@ def build_engine(
         # The engine core in this process (one process fewer to start, each importing
         # torch and vLLM); with tp > 1 the workers are still processes of their own.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            cores = os.cpu_count() or tp
-            per = max(1, cores // tp)
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
-                f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i) for i in range(tp)
-            )
+        engine_args.bind_worker_threads(tp)
         options = {"enforce_eager": True, "kv_cache_memory_bytes": kv_bytes}
     from vllm import LLM
 

@@ -59,7 +59,10 @@ def given_flags(args: list[str]) -> set[str]:
 
 def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
     """Eager mode and an explicit KV cache for the CPU engine, unless the caller chose;
-    exits with what to change when memory is short."""
+    exits with what to change when memory is short. Binds tensor-parallel workers' threads
+    to a share of the cores each (environment)."""
+    tp = int(option_value(extra, "--tensor-parallel-size") or option_value(extra, "-tp") or 1)
+    engine_args.bind_worker_threads(tp)
     given = given_flags(extra)
     added = [] if given & {"--enforce-eager", "--no-enforce-eager"} else ["--enforce-eager"]
     if "--gpu-memory-utilization" in given and "--kv-cache-memory-bytes" not in given:
@@ -71,7 +74,6 @@ def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
     except ValueError:  # "auto": the plugin's own length
         max_model_len = int(DEFAULTS["--max-model-len"])
     dtype = option_value(extra, "--dtype") or "auto"
-    tp = int(option_value(extra, "--tensor-parallel-size") or option_value(extra, "-tp") or 1)
     path = Path(checkpoint)
     kv_text = option_value(extra, "--kv-cache-memory-bytes")
     if kv_text is not None:
