@@ -196,7 +196,10 @@ class FileStore:
         tmp = folder / f".{secrets.token_hex(8)}"
         tmp.write_bytes(encoded)
         tmp.replace(folder / (name + ".json"))
-        os.link(container, tmp)
+        try:
+            os.link(container, tmp)
+        except OSError:  # a filesystem without hard links (some network ones)
+            shutil.copyfile(container, tmp)
         _touch(tmp)
         tmp.replace(folder / name)
 
