@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from media_factory import make_clip
 from servers import free_port, start_gateway, stop
@@ -69,9 +68,20 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path) -> None:
     assert alive == [True, True]  # the dead workers were replaced, one for one
 
 
-def _workers(gateway_pid: int) -> list[psutil.Process]:
-    children = psutil.Process(gateway_pid).children()
-    return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+def _workers(gateway_pid: int) -> list[int]:
+    """The decode workers: the gateway's children started by multiprocessing's spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == gateway_pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
 
 
 def _queue_depth(base: str) -> float:
@@ -109,7 +119,7 @@ def test_killing_a_busy_worker_loses_no_upload(media_dir: Path, tmp_path: Path) 
             while _queue_depth(base) < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)  # each worker is decoding
-            _workers(proc.pid)[0].kill()
+            os.kill(_workers(proc.pid)[0], signal.SIGKILL)
             replies = [p.result(timeout=300) for p in pending]
         assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
         assert len({r.json()["id"] for r in replies}) == 3
