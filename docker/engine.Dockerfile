@@ -20,17 +20,18 @@ RUN apt-get update \
         ffmpeg fonts-liberation \
  && rm -rf /var/lib/apt/lists/*
 
-# The project (plugin + gateway code; pyproject.toml lists neither vllm nor torch).
-# Every package the base image already has is pinned by a constraints file made from
-# the image itself, so this step only adds what is missing (ffmpeg-python, soundfile,
-# ...) and can never upgrade or swap vllm, torch or transformers. pip and setuptools
-# are left out of the constraints: the isolated build may need a newer setuptools.
+# The project with its `engine` extra (transformers, safetensors, ...; pyproject.toml lists
+# neither vllm nor torch: the base image's are the ones used). Every package the base image
+# already has is pinned by a constraints file made from the image itself, so this step only
+# adds what is missing (ffmpeg-python, soundfile, ...) and can never upgrade or swap vllm,
+# torch or transformers. pip and setuptools are left out of the constraints: the isolated
+# build may need a newer setuptools.
 # The sources come in through a bind mount: no layer keeps a copy of them.
 RUN --mount=type=bind,target=/tmp/arc-src,rw \
     python3 -m pip list --format=freeze 2>/dev/null \
         | grep -viE '^(pip|setuptools|wheel)==' > /tmp/base-constraints.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir \
-        -c /tmp/base-constraints.txt /tmp/arc-src \
+        -c /tmp/base-constraints.txt "/tmp/arc-src[engine]" \
  && rm -f /tmp/base-constraints.txt \
  && arc-serve --help > /dev/null
 

@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # Gateway: `arc-gateway`, the video front door (uploads, ffmpeg decode workers, OpenAI API)
-# in front of vLLM. It imports the project's preprocessing (`vllm_plugin.preprocess`, which
-# needs torch for the Whisper features) but never vllm, so it runs on a CPU torch.
+# in front of vLLM. It imports the media library (`arc_media`: numpy, PIL, PyAV, ffmpeg) and
+# never torch, transformers or vLLM: the Whisper features and pixel values are computed by
+# the engine (vllm_plugin/features.py), so this image installs no torch at all.
 #
 #   docker build -f docker/gateway.Dockerfile -t arc-video-serve/gateway:0.1.0 .
 #   docker run -p 8080:8080 -e ARC_GATEWAY_UPSTREAM_URL=http://engine:8000 \
@@ -14,25 +15,20 @@
 # ---------------------------------------------------------------- build stage
 FROM python:3.11.14-slim-bookworm AS build
 
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 
 RUN python -m venv /opt/venv
 
-# torch's CPU wheel (about a fifth of the CUDA one) from the PyTorch index, in its own layer
-# so that code changes do not download it again.
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}+cpu" --index-url "${TORCH_CPU_INDEX}"
-
-# The project and its dependencies (pure Python or manylinux wheels: no compiler needed).
-# The import check loads every gateway module (the app's imports, e.g. python_multipart,
-# come only with server.app). Then pip and setuptools leave the environment: nothing is
-# installed at run time.
+# The project and its base dependencies (pure Python or manylinux wheels: no compiler
+# needed), no extras: no torch, no transformers, no vLLM. The import check loads the
+# gateway and the media modules its workers run (the app's imports, e.g. python_multipart,
+# come only with server.app), and torch must be absent. Then pip and setuptools leave the
+# environment: nothing is installed at run time.
 RUN --mount=type=bind,target=/tmp/arc-src,rw \
     pip install --no-cache-dir /tmp/arc-src \
- && python -c "import server.app, server.cli, vllm_plugin.preprocess, vllm_plugin.prepared_media" \
+ && python -c "import server.app, server.cli, arc_media.pipeline, arc_media.prepared" \
+ && python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch'" \
  && pip uninstall -y pip setuptools
 
 # ---------------------------------------------------------------- final stage

