@@ -92,7 +92,7 @@ def test_memory_short_says_what_to_change(tiny: Path, monkeypatch: pytest.Monkey
     message = str(refusal.value)
     # A server: API server, engine core.
     assert "the engine needs about 3.01 GiB (KV cache 1.00 GiB" in message
-    assert "runtime 2.00 GiB" in message
+    assert "runtime and processor cache 2.00 GiB" in message
     assert "this NUMA node has 3.00 GiB of 9.00 GiB available" in message
     assert "Lower --kv-cache-memory-bytes or $ARC_KV_CACHE_MEMORY_BYTES" in message
     with pytest.raises(SystemExit) as refusal:

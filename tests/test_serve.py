@@ -314,3 +314,27 @@ def test_engine_holds_the_sized_kv_cache(server) -> None:
     info = next(line for line in metrics.splitlines() if line.startswith("vllm:cache_config_info"))
     blocks = int(re.search(r'num_gpu_blocks="(\d+)"', info).group(1))
     assert blocks == 4 * 20480 // 128 + 1
+
+
+def test_default_arguments_refuse_local_files_and_bound_jpeg_lists(tmp_path: Path) -> None:
+    """arc-serve's defaults: file:// URLs point outside an empty folder of its own (vLLM
+    answers a ValueError, a 400, where with no folder at all it answered a 500), and
+    vLLM's own JPEG frame-list decoding stops at one frame (the plugin refuses the list)."""
+    import json
+
+    from vllm.multimodal.media.connector import MediaConnector
+
+    from vllm_plugin import serve
+
+    args = serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5"])  # no KV check
+    folder = Path(serve.option_value(args, "--allowed-local-media-path"))
+    assert folder.is_dir() and not any(folder.iterdir())
+    media = json.loads(serve.option_value(args, "--media-io-kwargs"))
+    assert media["video"] == {"video_backend": "arc", "num_frames": 1}
+    connector = MediaConnector(allowed_local_media_path=str(folder))
+    with pytest.raises(ValueError, match="allowed-local-media-path"):
+        connector.fetch_video("file:///etc/passwd")
+    given = serve.build_args(
+        str(tmp_path), ["--gpu-memory-utilization", "0.5", "--allowed-local-media-path", "/srv/v"]
+    )
+    assert serve.option_value(given, "--allowed-local-media-path") == "/srv/v"

@@ -168,6 +168,9 @@ class CpuEngine:
     length_hint: str = ""
     workers: int = 1  # tensor-parallel size
     processes: int = 1  # the engine's processes, the caller's or API server's included
+    # vLLM's multimodal processor cache (--mm-processor-cache-gb): processed videos kept
+    # for reuse, about 370 MB for one of 150 frames; it fills up with distinct videos.
+    cache_bytes: int = 0
 
     def check_memory(self) -> None:
         """Exits with what to change when the KV cache cannot hold one full-length
@@ -184,13 +187,13 @@ class CpuEngine:
             )
         weights = weights_bytes(self.checkpoint, self.dtype)
         free, total = available_memory()
-        runtime = self.processes * PROCESS_BYTES
+        runtime = self.processes * PROCESS_BYTES + self.cache_bytes
         kv_total = self.kv_cache_bytes * self.workers
         need = kv_total + weights + runtime
         if need > free:
             raise SystemExit(
                 f"{self.program}: the engine needs about {size(need)} (KV cache "
-                f"{size(kv_total)}, weights {size(weights)}, runtime "
+                f"{size(kv_total)}, weights {size(weights)}, runtime and processor cache "
                 f"{size(runtime)}) and this NUMA node has {size(free)} of {size(total)} "
                 f"available. Lower {how} (one request of {self.max_model_len} tokens "
                 f"needs {one}){self.length_hint}, or free memory."

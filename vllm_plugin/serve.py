@@ -8,9 +8,10 @@ Adds what the model needs and the checkpoint does not say: the chat template (on
 turn, task instruction by `chat_template_kwargs`), the `arc` video loader (frames + the
 video's own audio), one video per prompt, and the authors' context length.
 
-On a CPU build of vLLM it also adds `--enforce-eager` and a `--kv-cache-memory-bytes`
-sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G),
-and checks before starting that the KV cache and the weights fit the memory: the engine
+On a CPU build of vLLM it also adds `--enforce-eager`, a `--kv-cache-memory-bytes`
+sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G)
+and a 1 GiB processor cache, and checks before starting that they and the weights fit the
+memory: the engine
 starts without a warm-up pass and on any machine (no fraction of the machine's memory).
 `--gpu-memory-utilization` given instead sizes the cache by vLLM's rule. The model runs
 in the engine core process (VLLM_ENABLE_V1_MULTIPROCESSING=0, no worker process at
@@ -35,8 +36,13 @@ from . import engine_args
 DEFAULTS = {
     "--max-model-len": "20480",
     "--limit-mm-per-prompt": json.dumps({"video": 1}),
-    "--media-io-kwargs": json.dumps({"video": {"video_backend": "arc"}}),
+    # num_frames only bounds vLLM's own decoding of a JPEG frame list (data:video/jpeg),
+    # which the plugin refuses: one frame is decoded before the refusal instead of 32.
+    # The arc loader takes the video's own frames and ignores it.
+    "--media-io-kwargs": json.dumps({"video": {"video_backend": "arc", "num_frames": 1}}),
 }
+# vLLM's processor cache on CPU (its default is 4 GiB): room for two 150-frame videos.
+CPU_PROCESSOR_CACHE_GB = 1
 # Requests of the full context the CPU engine's default KV cache holds at once.
 SERVE_SEQUENCES = 4
 HELP_FLAGS = ("-h", "--help")
@@ -82,10 +88,15 @@ def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
         need = engine_args.kv_cache_bytes_for(path, max_model_len, SERVE_SEQUENCES, dtype, tp)
         kv_bytes = engine_args.kv_cache_bytes(None, need)
         added += ["--kv-cache-memory-bytes", str(kv_bytes)]
+    cache_gb = option_value(extra, "--mm-processor-cache-gb")
+    if cache_gb is None:
+        cache_gb = str(CPU_PROCESSOR_CACHE_GB)
+        added += ["--mm-processor-cache-gb", cache_gb]
     hint = ", or lower --max-model-len"
     engine = engine_args.CpuEngine(path, kv_bytes, max_model_len, dtype, "arc-serve", hint, tp)
     # The API server, the engine core (with the model when tp == 1), one per worker.
     engine.processes = 2 if tp == 1 else 2 + tp
+    engine.cache_bytes = int(float(cache_gb) * 2**30)
     engine.check_memory()
     return added
 
@@ -95,11 +106,20 @@ def build_args(checkpoint: str, extra: list[str]) -> list[str]:
     then `extra`."""
     from .prompts import chat_template
 
-    template = Path(tempfile.gettempdir()) / "arc_hunyuan_video_chat_template.jinja"
-    template.write_text(chat_template())
+    # A file of this process's own: a shared name in a shared temporary folder could
+    # belong to another user.
+    fd, name = tempfile.mkstemp(prefix="arc-chat-template-", suffix=".jinja")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(chat_template())
+    template = Path(name)
     given = given_flags(extra)
     args = [checkpoint]
-    for flag, value in {**DEFAULTS, "--chat-template": str(template)}.items():
+    # Without this flag vLLM answers a file:// URL with a 500; with an empty folder of
+    # its own, any file:// URL is outside it: a 400, and no local file is readable.
+    no_local_files = tempfile.mkdtemp(prefix="arc-no-local-media-")
+    defaults = {**DEFAULTS, "--chat-template": str(template)}
+    defaults["--allowed-local-media-path"] = no_local_files
+    for flag, value in defaults.items():
         if flag not in given:
             args += [flag, value]
     if engine_args.cpu_build():
@@ -140,8 +160,12 @@ def print_help() -> None:
     for flag, value in DEFAULTS.items():
         print(f"  {flag} {value}")
     print("  --chat-template (the ARC template, written to the temporary folder)")
+    print("  --allowed-local-media-path (an empty folder: file:// URLs are refused)")
     if engine_args.cpu_build():
-        print("  --enforce-eager --kv-cache-memory-bytes N (this vLLM is a CPU build)")
+        print(
+            "  --enforce-eager --kv-cache-memory-bytes N --mm-processor-cache-gb "
+            f"{CPU_PROCESSOR_CACHE_GB} (this vLLM is a CPU build)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
