@@ -7,7 +7,7 @@ Paths (all measured in one run, the same requests: same videos, question, max_to
     gateway-upload    POST /v1/files (multipart) then a streaming chat naming the file id
     gateway-data-url  one streaming chat with the video as data:video/mp4;base64,...
     direct            the chat sent to vLLM itself, the video prepared beforehand with the
-                      project's code (vllm_plugin.preprocess + prepared_media): the
+                      project's code (arc_media.pipeline + arc_media.prepared): the
                       data:video/x-arc-prepared container the gateway forwards
 
 For each concurrency level and path it records TTFT, TPOT and end-to-end latency
@@ -255,7 +255,8 @@ class Video:
 
 
 def find_videos(sources: list[Path], max_s: float, quick: bool) -> tuple[list[Video], list[str]]:
-    from vllm_plugin.preprocess import MediaError, probe_video
+    from arc_media.limits import MediaError
+    from arc_media.probe import probe_video
 
     files: list[Path] = []
     for source in sources:
@@ -284,10 +285,11 @@ def find_videos(sources: list[Path], max_s: float, quick: bool) -> tuple[list[Vi
 def prepare(video: Video) -> None:
     """The direct path's input: the project's pipeline and container, once per video
     (what the gateway does per request and forwards)."""
-    from vllm_plugin import prepared_media, preprocess
+    from arc_media import prepared as prepared_media
+    from arc_media.pipeline import prepare_video
 
     t0 = time.perf_counter()
-    prepared = preprocess.prepare_video(video.path)
+    prepared = prepare_video(video.path)
     info = {
         "intervals": [list(i) for i in prepared.intervals],
         "frame_indices": prepared.frame_indices,
