@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
 # What the image's build context lets in (.dockerignore is an allowlist of these).
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "arc_media", "vllm_plugin", "server")
-# The project's own packages (pyproject.toml's [tool.setuptools] packages).
+# The project's own packages (pyproject.toml's [tool.setuptools.packages.find]).
 OWN_PACKAGES = ("arc_media", "server", "vllm_plugin")
 # What the engine gets from vLLM's install (scripts/setup.sh, the engine images), not from
 # pyproject.toml.
@@ -266,6 +266,15 @@ def test_gateway_installs_without_vllm_or_torch_and_prepares_an_upload(
     )
     assert where.stdout.count(str(gateway_venv)) == 2, where.stdout
     _run([str(python), "-m", "pip", "check"], cwd=tmp_path)
+    # Every package of ours, subpackages included (server/routes/), is installed.
+    site = Path(where.stdout.split()[0]).parents[1]
+    ours = {
+        str(init.parent.relative_to(REPO))
+        for package in OWN_PACKAGES
+        for init in (REPO / package).rglob("__init__.py")
+    }
+    missing = {name for name in ours if not (site / name / "__init__.py").is_file()}
+    assert not missing, f"packages the install leaves out: {sorted(missing)}"
     loaded = json.loads(_run([str(python), "-c", GATEWAY_MODULES], cwd=tmp_path).stdout)
     engine_side = {"torch", "vllm", "vllm_plugin", "transformers", "safetensors"}
     assert not engine_side & set(loaded), sorted(engine_side & set(loaded))
