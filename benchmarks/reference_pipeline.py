@@ -1,4 +1,4 @@
-"""The model authors' preprocessing, rebuilt from ARC_MODEL.md (§3.1, §3.2, §3.6, §4) with the
+"""The model authors' preprocessing, rebuilt from the rules of docs/preprocessing.md (#waveform, #whisper-features, #reconciling-d-and-n, #frames) with the
 libraries their deployment path uses. It is the baseline of `benchmarks/preprocess_bench.py`,
 not a product path.
 
@@ -78,7 +78,7 @@ class ReferenceResult:
 def frame_plan(
     vlen: int, fps: float, max_frames: int = MAX_FRAMES
 ) -> tuple[list[int], list[tuple[int, int]]]:
-    """§4.2-4.3: one interval per second up to `max_frames` s, else `max_frames` equal
+    """docs/preprocessing.md#frame-sampling: one interval per second up to `max_frames` s, else `max_frames` equal
     segments; the middle frame of each interval (its end clipped to vlen)."""
     duration = vlen / fps
     if duration <= max_frames:
@@ -99,7 +99,7 @@ def _hms(seconds: float) -> str:
 
 
 def stamp(frame: Image.Image, start: float, end: float, font_path: str) -> Image.Image:
-    """§4.4, with the font opened for every frame as the authors do."""
+    """docs/preprocessing.md#timestamp-overlay, with the font opened for every frame as the authors do."""
     draw = ImageDraw.Draw(frame)
     font = ImageFont.truetype(font_path, int(frame.height * 0.05))
     text = f"{_hms(start)}-{_hms(end)}"
@@ -122,7 +122,7 @@ def to_tensor_normalised(image: Image.Image) -> torch.Tensor:
 
 
 def make_feature_extractor():
-    """WhisperFeatureExtractor with the whisper-large-v3 values (ARC_MODEL.md §1.5)."""
+    """WhisperFeatureExtractor with the whisper-large-v3 values (docs/preprocessing.md#whisper-features)."""
     from transformers import WhisperFeatureExtractor
 
     return WhisperFeatureExtractor(

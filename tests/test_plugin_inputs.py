@@ -217,7 +217,7 @@ def test_the_same_pictures_with_another_soundtrack_are_another_input(
     features = {name: g["input_features"].float() for name, g in got.items()}
     assert not torch.equal(features["tone"], features["noise"])
     assert not torch.equal(features["tone"], features["none"])
-    assert (features["none"] == -1.5).all()  # no track: silence (§3.1)
+    assert (features["none"] == -1.5).all()  # no track: silence (docs/preprocessing.md#waveform)
 
 
 def test_a_client_uuid_never_stands_for_the_content(

@@ -1,4 +1,4 @@
-"""The chat template renders the authors' prompts exactly (ARC_MODEL.md §6.3)."""
+"""The chat template renders the authors' prompts exactly (docs/model.md#prompts-and-generation)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`arc-tiny-checkpoint`: files, schema, tokenizer and tensors (no engine).
 
-The checkpoint must look like the published one (ARC_MODEL.md §1, §6.1, §7) while
-covering tiny-a's blind spots (§9): 2 KV heads, a tied head, other special ids.
+The checkpoint must look like the published one (docs/model.md: #configuration, #tokenizer-and-special-tokens, #checkpoint-tensors) while
+covering tiny-a's blind spots (docs/model.md#tiny-checkpoints): 2 KV heads, a tied head, other special ids.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ FILES = {
     "tokenizer_config.json",
     "README.md",
 }
-# The golden tiny-a checkpoint's ids (§9) and the 7B's (§6.1): ours must differ.
+# The golden tiny-a checkpoint's ids (docs/model.md#tiny-checkpoints) and the 7B's
+# (docs/model.md#tokenizer-and-special-tokens): ours must differ.
 TINY_A_IDS = {"<|endoftext|>": 981, "<img>": 986, "<IMG_CONTEXT>": 992, "<sep>": 1024}
 REAL_IDS = {"<|endoftext|>": 127957, "<img>": 127962, "<IMG_CONTEXT>": 127968, "<sep>": 128000}
 CONFIG_KEYS = {
@@ -83,7 +84,7 @@ def test_config_schema_and_sizes(config: dict) -> None:
         64,
     )
     assert t["hidden_size"] == 256 and t["intermediate_size"] % 2 == 0
-    # Structural constants of §9.
+    # Structural constants of docs/model.md#tiny-checkpoints.
     assert (v["force_image_size"], v["patch_size"], v["anyres_pooling_size"]) == (640, 16, 2)
     assert (v["max_vit_seq_len"], v["max_image_size"]) == (1600, 2048)
     assert (a["num_mel_bins"], a["max_source_positions"]) == (128, 1500)
@@ -140,7 +141,8 @@ def test_special_ids_come_from_the_tokenizer(ckpt: Path, config: dict, tokenizer
     for token, tiny_a in TINY_A_IDS.items():
         ours = tokenizer.convert_tokens_to_ids(token)
         assert ours not in (tiny_a, REAL_IDS[token]), token
-    # The §6.1 set in its order, right after the BPE ranks, then padding rows.
+    # The docs/model.md#tokenizer-and-special-tokens set in its order, right after the BPE ranks,
+    # then padding rows.
     first = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[0])
     assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == list(
         range(first, first + len(SPECIAL_TOKENS))
@@ -166,7 +168,7 @@ def test_tokenizer_behaviour(tokenizer) -> None:
     assert tokenizer.bos_token == "<|startoftext|>" and tokenizer.eos_token == "<|endoftext|>"
     assert tokenizer.pad_token == "<|pad|>"
     ids = tokenizer.encode("2024", add_special_tokens=False)
-    assert len(ids) == 4  # single-digit numbers (§6.1)
+    assert len(ids) == 4  # single-digit numbers (docs/model.md#tokenizer-and-special-tokens)
     assert tokenizer.decode(ids) == "2024"
     for token in ("<sep>", "<vid>", "</vid>", "<|startoftext|>", "<IMG_CONTEXT>"):
         assert tokenizer.encode(token, add_special_tokens=False) == [

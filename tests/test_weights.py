@@ -1,8 +1,8 @@
-"""Weight names, shapes and load-time transforms (ARC_MODEL.md §5.1, §5.2, §5.6, §7).
+"""Weight names, shapes and load-time transforms (docs/model.md: #attention-and-the-interleaved-qkv, #mlp, #lm-head, #checkpoint-tensors).
 
 No engine is started, but the model is built from vLLM's real parallel layers:
-- the published 7B (config written from §1) on the meta device, at TP 1 and a faked
-  TP 2 (both ranks), fed meta tensors with every §7 name and shape;
+- the published 7B (config written from docs/model.md#configuration) on the meta device, at TP 1 and a faked
+  TP 2 (both ranks), fed meta tensors with every docs/model.md#checkpoint-tensors name and shape;
 - a tiny checkpoint from `arc-tiny-checkpoint` on the CPU with real tensors, for the
   loader's error paths and the values that land in each TP shard.
 """
@@ -25,7 +25,7 @@ import torch
 
 
 def published_config() -> dict[str, Any]:
-    """ARC-Hunyuan-Video-7B config.json from the §1 tables (tied head, §5.6)."""
+    """ARC-Hunyuan-Video-7B config.json from the docs/model.md#configuration tables (tied head, docs/model.md#lm-head)."""
     return {
         "architectures": ["ARCHunyuanVideoForConditionalGeneration"],
         "model_type": "arc_hunyuan_video",
@@ -107,7 +107,7 @@ def published_config() -> dict[str, Any]:
 
 
 def spec_tensor_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint tensor of §7 (name -> shape) for a config.json dict."""
+    """Every checkpoint tensor of docs/model.md#checkpoint-tensors (name -> shape) for a config.json dict."""
     t, v, a = config["text_config"], config["vision_config"], config["audio_config"]
     ht, it, dh = t["hidden_size"], t["intermediate_size"], t["attention_head_dim"]
     qkv_rows = (t["num_attention_heads"] + 2 * t["num_key_value_heads"]) * dh
@@ -345,7 +345,8 @@ def expected_param_shape(
 
 
 # ----------------------------------------------------------------------------
-# The published 7B: every §7 name maps onto a parameter of the right shard shape
+# The published 7B: every docs/model.md#checkpoint-tensors name maps onto a parameter of the right
+# shard shape
 # ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def published_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -373,7 +374,8 @@ def test_published_names_map_to_sharded_params(published_dir: Path, tp: int, ran
             assert target in params, f"{name} -> {target}: no such parameter"
             pieces.setdefault(target, []).append(tuple(value.shape))
 
-    # Whisper's k has no bias in the checkpoint (§3.3): its slot is zero-filled.
+    # Whisper's k has no bias in the checkpoint (docs/model.md#audio-encoder): its slot is
+    # zero-filled.
     d = config["audio_config"]["d_model"]
     for target in params:
         if target.startswith("speech_encoder.layers.") and target.endswith("qkv_proj.bias"):
@@ -383,7 +385,8 @@ def test_published_names_map_to_sharded_params(published_dir: Path, tp: int, ran
     for target, rows in pieces.items():
         assert tuple(params[target].shape) == expected_param_shape(target, rows, tp), target
 
-    # Spot checks with the numbers worked out by hand from §1 (TP 2 halves).
+    # Spot checks with the numbers worked out by hand from docs/model.md#configuration (TP 2
+    # halves).
     lm = "language_model.model.layers.31"
     by_tp = {
         f"{lm}.self_attn.qkv_proj.weight": (6144 // tp, 4096),
@@ -411,7 +414,7 @@ def test_published_names_map_to_sharded_params(published_dir: Path, tp: int, ran
 
 
 def test_published_parameter_count(published_dir: Path) -> None:
-    """8.64 B parameters with the tied head (§7), counted on the TP-1 model."""
+    """8.64 B parameters with the tied head (docs/model.md#checkpoint-tensors), counted on the TP-1 model."""
     model = build_model(published_dir)
     total = sum(p.numel() for p in model.parameters())
     assert abs(total / 1e9 - 8.64) < 0.01, total
@@ -461,7 +464,8 @@ def test_tiny_loads_on_cpu(tiny_tied: Path) -> None:
     embed = params["language_model.model.embed_tokens.weight"]
     assert torch.equal(embed, weights["language_model.model.embed_tokens.weight"])
     assert model.language_model.lm_head.weight is embed  # tied
-    # Whisper positions come from the checkpoint, not recomputed sinusoids (§3.3).
+    # Whisper positions come from the checkpoint, not recomputed sinusoids
+    # (docs/model.md#audio-encoder).
     assert torch.equal(
         params["speech_encoder.embed_positions.weight"],
         weights["speech_encoder.embed_positions.weight"],
@@ -536,7 +540,8 @@ def test_tp2_shards_hold_the_right_rows(tiny_tied: Path, rank: int) -> None:
     def heads_of(rows: torch.Tensor, per_rank: int, dh: int) -> torch.Tensor:
         return rows[rank * per_rank * dh : (rank + 1) * per_rank * dh]
 
-    # LLM qkv: interleaved [KV, G+2, Dh] -> this rank's q heads, then k, then v (§5.1).
+    # LLM qkv: interleaved [KV, G+2, Dh] -> this rank's q heads, then k, then v
+    # (docs/model.md#attention-and-the-interleaved-qkv).
     kv, heads, dh = t["num_key_value_heads"], t["num_attention_heads"], t["attention_head_dim"]
     g = heads // kv
     raw = weights["language_model.model.layers.0.self_attn.qkv_proj.weight"]
@@ -549,7 +554,7 @@ def test_tp2_shards_hold_the_right_rows(tiny_tied: Path, rank: int) -> None:
     )
     assert torch.equal(params["language_model.model.layers.0.self_attn.qkv_proj.weight"], want)
 
-    # gate/up: checkpoint [up; gate] -> shard 0 gated half, shard 1 up half (§5.2).
+    # gate/up: checkpoint [up; gate] -> shard 0 gated half, shard 1 up half (docs/model.md#mlp).
     it = t["intermediate_size"]
     raw = weights["language_model.model.layers.0.mlp.gate_and_up_proj.weight"]
     up, gate = raw[:it], raw[it:]
@@ -569,7 +574,7 @@ def test_tp2_shards_hold_the_right_rows(tiny_tied: Path, rank: int) -> None:
         params["language_model.model.embed_tokens.weight"], raw[rank * rows : (rank + 1) * rows]
     )
 
-    # ViT qkv: per-head [q, k, v] (G = 1), weight and bias alike (§2.2).
+    # ViT qkv: per-head [q, k, v] (G = 1), weight and bias alike (docs/model.md#encoder-blocks).
     vh, vd = v["num_attention_heads"], v["attention_head_dim"]
     for suffix in ("weight", "bias"):
         raw = weights[f"vision_model.vit.layers.1.self_attn.qkv_proj.{suffix}"]
@@ -666,7 +671,7 @@ def test_config_refuses_hidden_not_heads_times_head_dim() -> None:
 
 
 def test_published_config_derived_values() -> None:
-    """The 7B config loads and derives §1.6's constants."""
+    """The 7B config loads and derives docs/model.md#derived-constants's constants."""
     from vllm_plugin.config import ARCHunyuanVideoConfig
 
     config = ARCHunyuanVideoConfig(**published_config())

@@ -1,9 +1,10 @@
 """Config classes for ARC-Hunyuan-Video (`model_type: arc_hunyuan_video`).
 
-They read the published checkpoint's `config.json` unchanged (ARC_MODEL.md §1) and
-derive what vLLM needs: the 4-axis M-RoPE parameters with the NTK-alpha base folded
-into `rope_theta` (§5.4), and the head-tying rule (§5.6). Values that would make the
-model impossible to build are refused here, with the offending field named.
+They read the published checkpoint's `config.json` unchanged (docs/model.md#configuration)
+and derive what vLLM needs: the 4-axis M-RoPE parameters with the NTK-alpha base folded
+into `rope_theta` (docs/model.md#xd-rope), and the head-tying rule (docs/model.md#lm-head).
+Values that would make the model impossible to build are refused here, with the offending
+field named.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class ARCHunyuanVideoTextConfig(PretrainedConfig):
             pad_token_id=pad_token_id,
             **kwargs,
         )
-        # Head tying: `None` means "not said here"; the top level decides (§5.6).
+        # Head tying: `None` means "not said here"; the top level decides (docs/model.md#lm-head).
         self.arc_tie_word_embeddings = tie_word_embeddings
         self.tie_word_embeddings = True if tie_word_embeddings is None else tie_word_embeddings
         self.rope_theta = rope_theta
@@ -116,7 +117,7 @@ class ARCHunyuanVideoTextConfig(PretrainedConfig):
 
     @property
     def effective_rope_base(self) -> float:
-        """theta * alpha^(d/(d-2)): the NTK-alpha base, independent of length (§5.4)."""
+        """theta * alpha^(d/(d-2)): the NTK-alpha base, independent of length (docs/model.md#xd-rope)."""
         d = self.attention_head_dim
         alpha = float(self.arc_rope_scaling.get("alpha", 1.0) or 1.0)
         return float(self.arc_rope_theta) * alpha ** (d / (d - 2))
@@ -185,7 +186,7 @@ class ARCHunyuanVideoVisionConfig(PretrainedConfig):
         self.max_vit_seq_len = max_vit_seq_len
         self.anyres_pooling_size = anyres_pooling_size
         self.force_image_size = force_image_size
-        # The reference reads rms_norm_eps as the LayerNorm eps (§1.3).
+        # The reference reads rms_norm_eps as the LayerNorm eps (docs/model.md#configuration).
         self.rms_norm_eps = rms_norm_eps
         super().__init__(**kwargs)
 
@@ -255,7 +256,7 @@ class ARCHunyuanVideoConfig(PretrainedConfig):
         self.vision_config = _sub(ARCHunyuanVideoVisionConfig, vision_config)
         self.audio_config = _sub(ARCHunyuanVideoAudioConfig, audio_config)
         self.max_num_frame = max_num_frame
-        # §5.6: text_config decides; else the top level; else tie (the 7B ties).
+        # docs/model.md#lm-head: text_config decides; else the top level; else tie (the 7B ties).
         tie = self.text_config.arc_tie_word_embeddings
         if tie is None:
             tie = True if tie_word_embeddings is None else bool(tie_word_embeddings)
@@ -302,7 +303,7 @@ class ARCHunyuanVideoConfig(PretrainedConfig):
             "must be 1500 with num_mel_bins 128 (whisper-large-v3: 50 tokens/s)",
         )
         # Audio tokens are added onto the first slots of each frame: up to
-        # ceil(300/150*50) = 100 per frame for long videos (§3.5).
+        # ceil(300/150*50) = 100 per frame for long videos (docs/model.md#audio-visual-fusion).
         needed = math.ceil(300 / self.max_num_frame * 50) if self.max_num_frame else 0
         _require(
             v.tokens_per_frame >= max(needed, 50),

@@ -1,7 +1,7 @@
 """ARC-Hunyuan-Video-7B for vLLM: ViT + perceive, Whisper encoder + mlp2, Hunyuan decoder.
 
-Follows ARC_MODEL.md (§2 vision, §3 audio and fusion, §5 decoder, §7 weight names)
-in the idiom of vLLM's own model files. Encoders run inside the engine
+Follows docs/model.md (vision tower, audio path and fusion, decoder, checkpoint tensors) in
+the idiom of vLLM's own model files. Encoders run inside the engine
 (`embed_multimodal`); the decoder uses paged attention and vLLM's parallel layers,
 so `--tensor-parallel-size` shards it.
 """
@@ -64,7 +64,8 @@ VIT_FRAMES_PER_CHUNK = 8
 
 
 # ----------------------------------------------------------------------------
-# Load-time layout transforms (§5.1, §5.2, §2.2)
+# Load-time layout transforms (docs/model.md: #attention-and-the-interleaved-qkv, #mlp,
+# #encoder-blocks)
 # ----------------------------------------------------------------------------
 def deinterleave_qkv(
     weight: torch.Tensor, num_kv_heads: int, queries_per_kv: int, head_dim: int
@@ -85,7 +86,7 @@ def deinterleave_qkv(
 
 
 def interpolate_position_table(table: torch.Tensor, grid: int, side: int) -> torch.Tensor:
-    """The ViT position table resized once, exactly as the reference does (§2.1).
+    """The ViT position table resized once, exactly as the reference does (docs/model.md#patch-and-position-embedding).
 
     Bilinear with `scale_factor=(side + 0.1) / grid` (not `size=`): the sampling
     coordinates use that scale, which gives a different table from `size=`.
@@ -100,7 +101,7 @@ def interpolate_position_table(table: torch.Tensor, grid: int, side: int) -> tor
 
 
 # ----------------------------------------------------------------------------
-# Vision tower (§2)
+# Vision tower (docs/model.md#vision-tower)
 # ----------------------------------------------------------------------------
 class ARCVisionAttention(nn.Module):
     def __init__(self, config: ARCHunyuanVideoVisionConfig, prefix: str) -> None:
@@ -170,7 +171,7 @@ class ARCVisionMLP(nn.Module):
 class ARCVisionLayer(nn.Module):
     def __init__(self, config: ARCHunyuanVideoVisionConfig, prefix: str) -> None:
         super().__init__()
-        eps = config.rms_norm_eps  # the reference's LayerNorm eps (§1.3)
+        eps = config.rms_norm_eps  # the reference's LayerNorm eps (docs/model.md#configuration)
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=eps)
         self.self_attn = ARCVisionAttention(config, f"{prefix}.self_attn")
         self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=eps)
@@ -228,11 +229,11 @@ class ARCVisionTransformer(nn.Module):
         x = self.embeddings(pixel_values)
         for layer in self.layers:
             x = layer(x)
-        return x  # no final norm (§2.2)
+        return x  # no final norm (docs/model.md#encoder-blocks)
 
 
 class ARCPerceive(nn.Module):
-    """ViT patches -> 112 LLM-width vectors per frame (§2.3)."""
+    """ViT patches -> 112 LLM-width vectors per frame (docs/model.md#perceive-projector)."""
 
     def __init__(
         self,
@@ -335,7 +336,7 @@ def _counts(value: Any) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------
-# Audio–visual fusion (§3.5)
+# Audio–visual fusion (docs/model.md#audio-visual-fusion)
 # ----------------------------------------------------------------------------
 def audio_tokens_per_frame(duration: int, num_frames: int) -> int:
     """Audio tokens added onto each frame: 50, or P for videos over 150 s."""
@@ -367,10 +368,10 @@ def fuse_audio(frames: torch.Tensor, audio: torch.Tensor, duration: int) -> torc
 
 
 # ----------------------------------------------------------------------------
-# Hunyuan decoder (§5)
+# Hunyuan decoder (docs/model.md#decoder)
 # ----------------------------------------------------------------------------
 class XDRotaryEmbedding(MRotaryEmbedding):
-    """4-axis (P, W, H, T) M-RoPE with the pre-scaled NTK-alpha base (§5.4).
+    """4-axis (P, W, H, T) M-RoPE with the pre-scaled NTK-alpha base (docs/model.md#xd-rope).
 
     vLLM's CUDA path calls a Triton kernel that only knows 3 sections; the native
     path handles any number of contiguous sections, so every device uses it.
@@ -455,7 +456,8 @@ class HunyuanAttention(nn.Module):
         qkv, _ = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
-        # qk-norm comes after RoPE in Hunyuan (§5.1), unlike Qwen3.
+        # qk-norm comes after RoPE in Hunyuan (docs/model.md#attention-and-the-interleaved-qkv),
+        # unlike Qwen3.
         q = self.query_layernorm(q.reshape(-1, self.head_dim)).view(q.shape)
         k = self.key_layernorm(k.reshape(-1, self.head_dim)).view(k.shape)
         out = self.attn(q, k, v)
@@ -636,7 +638,7 @@ class ARCHunyuanVideoForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
             self._video_embeddings(p, f, d) for p, f, d in zip(pixel_list, feature_list, durations)
         ]
 
-    # --- positions (§5.5) -----------------------------------------------
+    # --- positions (docs/model.md#position-ids) -----------------------------------------------
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[Any]
     ) -> tuple[torch.Tensor, int]:
@@ -665,7 +667,8 @@ class ARCHunyuanVideoForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         return self.language_model.compute_logits(hidden_states)
 
-    # --- weights (§7) ----------------------------------------------------
+    # --- weights (docs/model.md#checkpoint-tensors)
+    # ----------------------------------------------------
     hf_to_vllm_mapper = ARC_WEIGHTS_MAPPER
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
@@ -681,7 +684,7 @@ def xd_positions(
     tokens_per_frame: int,
     cells_per_row: int,
 ) -> torch.Tensor:
-    """[4, L] position ids (rows P, W, H, T) from the token ids alone (§5.5)."""
+    """[4, L] position ids (rows P, W, H, T) from the token ids alone (docs/model.md#position-ids)."""
     length = len(input_tokens)
     positions = torch.arange(length, dtype=torch.int64).repeat(4, 1)
     block = tokens_per_frame + 2  # <img> + vectors + </img>
@@ -707,7 +710,7 @@ def xd_positions(
 
 class ARCWeightLoader:
     """Loads the published checkpoint after `ARC_WEIGHTS_MAPPER`'s renames, with the
-    transforms that change tensors (§7): the interleaved qkv of the decoder and the ViT
+    transforms that change tensors (docs/model.md#checkpoint-tensors): the interleaved qkv of the decoder and the ViT
     split into q, k, v; the decoder's fused [up; gate] swapped into vLLM's [gate; up]."""
 
     def __init__(self, model: ARCHunyuanVideoForConditionalGeneration) -> None:
@@ -813,7 +816,7 @@ class ARCWeightLoader:
             raise ValueError(f"checkpoint is missing {len(missing)} tensor(s): {shown}")
 
     def _log_head_vs_embedding(self, head: torch.Tensor) -> None:
-        # §10.2: the config ties the head; say whether the shipped head agrees.
+        # docs/model.md#lm-head: the config ties the head; say whether the shipped head agrees.
         embed = self.params["language_model.model.embed_tokens.weight"]
         if embed.shape == head.shape:
             same = bool(torch.equal(embed.data.cpu().to(head.dtype), head))

@@ -9,7 +9,7 @@ A video item comes in one of three forms:
   frames already sampled, stamped and sized (uint8 [N,S,S,3]), with the 16 kHz audio
   (`arc_audio`) or its features (`arc_audio_features`) and `arc_duration` in metadata.
 * **bare frames** (uint8 [N,S,S,3], no metadata): 1 frame per second, no audio track,
-  so the model hears silence, as the authors' pipeline does (§3.1).
+  so the model hears silence, as the authors' pipeline does (docs/preprocessing.md#waveform).
 
 This is the last code that sees an item before the model, and `arc-serve` may face
 clients directly, so every item is checked here (`check_video`, `check_prepared`):
@@ -18,7 +18,7 @@ is wrong, never an error inside the engine. Frames read by another loader (vLLM'
 JPEG frame lists, opencv) are refused: they carry neither the overlay nor the audio.
 
 The prompt placeholder (one per video) expands to the frame blocks of Path A
-(default) or Path B (`mm_processor_kwargs={"arc_layout": "B"}`), §6.2.
+(default) or Path B (`mm_processor_kwargs={"arc_layout": "B"}`), docs/model.md#token-layouts.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ LAYOUTS = ("A", "B")
 PREPARED_FIELDS = frozenset(
     {"pixel_values", "input_features", "video_num_frames", "video_num_windows", "video_duration"}
 )
-WINDOW_SECONDS = 30  # one Whisper window (§3.2)
+WINDOW_SECONDS = 30  # one Whisper window (docs/preprocessing.md#whisper-features)
 MAX_WINDOWS = MAX_AUDIO_SECONDS // WINDOW_SECONDS
 MEL_BINS, WINDOW_FRAMES = 128, 3000
 ARC_BACKEND = "arc"  # the name of our video loader (video_loader.BACKEND_NAME)
@@ -80,7 +80,7 @@ SEND_THE_FILE = (
 def prepared_video_item(
     pixel_values: torch.Tensor, input_features: torch.Tensor, duration: int
 ) -> dict[str, torch.Tensor]:
-    """A `video` item from tensors that are already model inputs (§8.3.2)."""
+    """A `video` item from tensors that are already model inputs (docs/architecture.md#the-video-item)."""
     if pixel_values.ndim != 4 or input_features.ndim != 3:
         raise BadVideoItem(
             "prepared video needs pixel_values [N,3,S,S] and input_features [W,128,3000], "
@@ -96,7 +96,8 @@ def prepared_video_item(
 
 
 # ---------------------------------------------------------------------------------------
-# checks: what the model can take (§3.5, §3.6)
+# checks: what the model can take (docs/model.md#audio-visual-fusion;
+# docs/preprocessing.md#reconciling-d-and-n)
 
 
 def duration_range(num_frames: int, max_frames: int) -> tuple[int, int]:
@@ -179,7 +180,7 @@ def _check_audio(audio: Any, duration: int) -> np.ndarray:
     if not 1 <= len(audio) <= MAX_AUDIO_SECONDS * SAMPLE_RATE:
         raise BadVideoItem(
             f"arc_audio holds {len(audio)} samples; 16 kHz audio of 1 sample to "
-            f"{MAX_AUDIO_SECONDS} s is accepted (the pipeline cuts longer audio, §3.1)"
+            f"{MAX_AUDIO_SECONDS} s is accepted (the pipeline cuts longer audio)"
         )
     if seconds < duration:
         raise BadVideoItem(
@@ -230,7 +231,7 @@ def check_video(
     elif metadata.get("arc_audio") is not None:
         out["audio"] = _check_audio(metadata["arc_audio"], duration)
     else:
-        # No audio track: silence as long as the video (§3.1).
+        # No audio track: silence as long as the video (docs/preprocessing.md#waveform).
         out["audio"] = np.zeros(SAMPLE_RATE * duration, dtype=np.float32)
     return frames, out
 

@@ -1,9 +1,8 @@
 """`arc-tiny-checkpoint`: a small random-weight checkpoint of the real architecture.
 
-The files mirror the published layout (ARC_MODEL.md §1 config schema, §6.1 tokenizer
-and special tokens, §7 tensor names) at sizes that run on a CPU in seconds. The
-defaults deliberately cover what the golden tiny-a checkpoint cannot (§9 "blind
-spots"): 2 KV heads with 2 queries each (the interleaved qkv layout is observable),
+The files mirror the published layout (docs/model.md: config schema, tokenizer and special
+tokens, tensor names) at sizes that run on a CPU in seconds. The defaults deliberately cover
+what the golden tiny-a checkpoint cannot (docs/model.md#tiny-checkpoints): 2 KV heads with 2 queries each (the interleaved qkv layout is observable),
 a tied LM head with no `lm_head` tensor, and special ids at yet another offset
 (so hard-coded ids break). Everything is generated in-process from a seed: no file
 from `../shared` is needed, and the same seed gives the same bytes.
@@ -24,7 +23,8 @@ from arc_media.limits import SAMPLE_RATE
 
 from . import features
 
-# The special tokens of the real tokenizer in id order (§6.1): they follow the BPE
+# The special tokens of the real tokenizer in id order (docs/model.md#tokenizer-and-special-tokens):
+# they follow the BPE
 # ranks directly, so only their offset changes from model to model.
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -43,9 +43,12 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "</vid>",
     *(f"<|extra_{i}|>" for i in range(34, 205)),
 )
-REAL_FIRST_SPECIAL_ID = 127957  # `<|endoftext|>` in the 7B tokenizer (§6.1)
+REAL_FIRST_SPECIAL_ID = (
+    127957  # `<|endoftext|>` in the 7B tokenizer (docs/model.md#tokenizer-and-special-tokens)
+)
 
-# config key -> token string (§1.2); the ids are always read back from the tokenizer.
+# config key -> token string (docs/model.md#configuration); the ids are always read back from the
+# tokenizer.
 CONFIG_TOKEN_KEYS: dict[str, str] = {
     "eod_token_id": "<|endoftext|>",
     "bos_token_id": "<|bos|>",
@@ -57,14 +60,15 @@ CONFIG_TOKEN_KEYS: dict[str, str] = {
     "image_token_id": "<IMG_CONTEXT>",
 }
 
-# The spec's pre-tokenizer (§6.1): GPT-4 style, but numbers split into single digits.
+# The spec's pre-tokenizer (docs/model.md#tokenizer-and-special-tokens): GPT-4 style, but numbers
+# split into single digits.
 PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 BPE_MERGES = 400  # target; a small corpus may support fewer
 VOCAB_MULTIPLE = 64
-MIN_PADDING_ROWS = 16  # rows past the last token, as the 7B has (§1.2)
+MIN_PADDING_ROWS = 16  # rows past the last token, as the 7B has (docs/model.md#configuration)
 TINY_A_FIRST_SPECIAL_ID = 981  # our ids must differ from the golden checkpoint's
 
 _INSTRUCTION_HEAD = "Output the thinking process in <think> </think> and final answer"
@@ -72,7 +76,8 @@ _INSTRUCTION_TAIL = (
     " in <answer> </answer> tags, i.e., <think> reasoning process here </think>"
     "<answer> answer here </answer>."
 )
-# Training text for the tiny BPE: the task prompts of §6.3 plus everyday English and
+# Training text for the tiny BPE: the task prompts of docs/model.md#prompts-and-generation plus
+# everyday English and
 # Chinese, so prompts tokenize into plausible pieces in both languages.
 CORPUS: tuple[str, ...] = (
     _INSTRUCTION_HEAD + " (only option index)" + _INSTRUCTION_TAIL,
@@ -109,7 +114,7 @@ CORPUS: tuple[str, ...] = (
 # Config
 # ----------------------------------------------------------------------------
 def default_config() -> dict[str, Any]:
-    """The tiny config without token ids; same keys as the published schema (§1)."""
+    """The tiny config without token ids; same keys as the published schema (docs/model.md#configuration)."""
     text_config: dict[str, Any] = {
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -225,7 +230,7 @@ def default_config() -> dict[str, Any]:
 def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Top-level keys replace; `*_config` dicts merge into the sub-config.
 
-    `tie_word_embeddings` is set at both levels, since text_config decides (§5.6).
+    `tie_word_embeddings` is set at both levels, since text_config decides (docs/model.md#lm-head).
     """
     config = copy.deepcopy(config)
     for key, value in overrides.items():
@@ -244,7 +249,7 @@ def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[
 
 
 # ----------------------------------------------------------------------------
-# Tokenizer (§6.1)
+# Tokenizer (docs/model.md#tokenizer-and-special-tokens)
 # ----------------------------------------------------------------------------
 def build_tokenizer(merges: int = BPE_MERGES):
     """A byte-level BPE trained on CORPUS, then the full special-token set.
@@ -315,10 +320,10 @@ def _tokenizer_config(bpe_ranks: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------
-# Tensors (§7)
+# Tensors (docs/model.md#checkpoint-tensors)
 # ----------------------------------------------------------------------------
 def tensor_specs(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    """Every checkpoint tensor (name, shape, dtype) for a config dict, in §7 order."""
+    """Every checkpoint tensor (name, shape, dtype) for a config dict, in docs/model.md#checkpoint-tensors order."""
     t, v, a = config["text_config"], config["vision_config"], config["audio_config"]
     f32 = torch.float32
     ht, it, dh = t["hidden_size"], t["intermediate_size"], t["attention_head_dim"]
@@ -389,7 +394,7 @@ def tensor_specs(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], tor
         p = f"{se}.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             add(f"{p}.self_attn.{proj}.weight", d, d)
-            if proj != "k_proj":  # Whisper's k has no bias (§3.3)
+            if proj != "k_proj":  # Whisper's k has no bias (docs/model.md#audio-encoder)
                 add(f"{p}.self_attn.{proj}.bias", d)
         for norm in ("self_attn_layer_norm", "final_layer_norm"):
             add(f"{p}.{norm}.weight", d)
