@@ -365,7 +365,7 @@ def test_every_error_code_is_a_known_metric_reason() -> None:
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     found = set()
-    for source in (root / "server").glob("*.py"):
+    for source in (root / "server").rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             if not isinstance(node, ast.Call):
                 continue
@@ -434,14 +434,60 @@ def test_upstream_body_writes_the_video_piece_by_piece(tmp_path: Path) -> None:
 def test_stream_error_chunks_are_in_the_gateways_words() -> None:
     import json
 
-    from server.app import _annotate_chunk
+    from server.routes.chat import annotate_chunk
 
     dump = json.dumps(
         {"error": {"message": "1 validation error\n input_value={'x': 1}", "code": 400}}
     )
-    chunk = json.loads(_annotate_chunk(dump, {}, "qa", "arc", None))
+    chunk = json.loads(annotate_chunk(dump, {}, "qa", "arc", None))
     assert chunk["error"]["code"] == "upstream_error" and "input_value" not in json.dumps(chunk)
     normal = json.dumps(
         {"model": "/tmp/ckpt", "choices": [{"index": 0, "delta": {"content": "a"}}]}
     )
-    assert json.loads(_annotate_chunk(normal, {}, "qa", "arc", None))["model"] == "arc"
+    assert json.loads(annotate_chunk(normal, {}, "qa", "arc", None))["model"] == "arc"
+
+
+def test_in_flight_admissions_are_counted_and_released_once() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from server.inflight import InFlight
+
+    gauge = Gauge("inflight_test", "", registry=CollectorRegistry())
+    inflight = InFlight(2, gauge)
+    closed: list[str] = []
+
+    async def scenario() -> None:
+        first = inflight.admit()
+        first.cleanup.callback(closed.append, "pin")
+
+        async def close_upstream() -> None:
+            closed.append("upstream")
+
+        first.close_later(close_upstream)
+        async with inflight.admit():
+            assert inflight.count == 2 and gauge._value.get() == 2
+            with pytest.raises(APIError) as refused:
+                inflight.admit()
+            assert refused.value.status_code == 429 and refused.value.code == "too_many_requests"
+        assert inflight.count == 1
+        await first.release()
+        await first.release()  # a second release gives nothing back twice
+        assert inflight.count == 0 and gauge._value.get() == 0
+        assert closed == ["pin", "upstream"]
+
+        # Handed over to a stream: leaving the block keeps it for the stream to release...
+        async with inflight.admit() as held:
+            held.hand_over()
+        assert inflight.count == 1
+        await held.release()
+        assert inflight.count == 0
+        # ...unless the block fails: then nothing will stream, and it is released.
+        with pytest.raises(RuntimeError):
+            async with inflight.admit() as held:
+                held.hand_over()
+                raise RuntimeError("after the stream was made")
+        assert inflight.count == 0
+
+    asyncio.run(scenario())

@@ -1,0 +1,85 @@
+"""The app's shared state (`app.state.gateway`) and the dependency that hands it to routes."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .config import Settings
+from .files import FileStore
+from .inflight import InFlight
+from .ingest import Ingestor
+from .metrics import Metrics
+from .upstream import Upstream
+from .videos import VideoSources
+
+
+class Gateway:
+    """Settings, metrics, stored files, the in-flight count; while the app runs (`start` to
+    `stop`), the decode workers, the video sources and the upstream client."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = FileStore(
+            settings.files_dir, settings.files_budget_mb * 1024 * 1024, settings.files_ttl_s
+        )
+        self.inflight = InFlight(settings.max_inflight, self.metrics.inflight)
+        self._ingestor: Ingestor | None = None
+        self._videos: VideoSources | None = None
+        self._upstream: Upstream | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._ingestor = Ingestor(s, self.metrics)
+        self._videos = VideoSources(s, self.metrics, self.store, self._ingestor)
+        self._upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout_s)
+        await self._ingestor.warm_up()
+        self.store.sweep()  # a smaller budget or expired files since the last run
+
+    async def stop(self) -> None:
+        if self._upstream is not None:
+            await self._upstream.close()
+        if self._ingestor is not None:
+            self._ingestor.shutdown()
+
+    @property
+    def ingestor(self) -> Ingestor:
+        assert self._ingestor is not None, "the gateway has not started"
+        return self._ingestor
+
+    @property
+    def videos(self) -> VideoSources:
+        assert self._videos is not None, "the gateway has not started"
+        return self._videos
+
+    @property
+    def upstream(self) -> Upstream:
+        assert self._upstream is not None, "the gateway has not started"
+        return self._upstream
+
+    async def model_name(self) -> str:
+        """The model's public name (vLLM's own name for it may be the checkpoint's path)."""
+        return public_model_name(self.settings, await self.upstream.model(self.settings.model))
+
+
+# What a client sees as the model's name: never a server path.
+_CLEAN_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+
+
+def public_model_name(settings: Settings, upstream_name: str | None) -> str:
+    if settings.served_model_name:
+        return settings.served_model_name
+    if upstream_name and _CLEAN_NAME.match(upstream_name):
+        return upstream_name
+    return "arc"
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+# A route's parameter `gateway: GatewayDep` receives the app's shared state.
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
