@@ -48,10 +48,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gateway = gateway
     app.add_middleware(RequestLog, metrics=metrics)
     install_error_handlers(app, on_error=lambda code: metrics.rejections.labels(code).inc())
-    for module in (health, files, chat):
-        app.include_router(module.router)
-
-    metrics.create_labels(
-        [r.path for r in app.routes if getattr(r, "path", "") not in ("/metrics", "/health")]
-    )
+    routers = [module.router for module in (health, files, chat)]
+    for router in routers:
+        app.include_router(router)
+    # The paths are read off our routers: newer FastAPI releases nest included routers in
+    # app.routes as objects without a path.
+    paths = [route.path for router in routers for route in router.routes]
+    metrics.create_labels([path for path in paths if path not in ("/metrics", "/health")])
     return app

@@ -98,7 +98,9 @@ def test_memory_short_says_what_to_change(tiny: Path, monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit) as refusal:
         CpuEngine(tiny, 2**28, 20480, "float32", workers=2, processes=4).check_memory()
     # 256 MiB per worker; the API server, the engine core and two workers.
-    assert "KV cache 512 MiB, weights 12 MiB, runtime and processor cache 4.00 GiB" in str(refusal.value)
+    assert "KV cache 512 MiB, weights 12 MiB, runtime and processor cache 4.00 GiB" in str(
+        refusal.value
+    )
 
 
 def test_available_memory_is_vllms_measure() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from server.ingest import prepare_job
-from vllm_plugin import preprocess, video_loader
+from vllm_plugin import video_loader
+from vllm_plugin.features import whisper_features
 
 
 @pytest.mark.parametrize(
@@ -26,8 +27,8 @@ def test_forwarded_container_matches_direct(name: str, media_dir: Path) -> None:
     assert forwarded_meta["arc_intervals"] == direct_meta["arc_intervals"]
     frame_mad = np.abs(forwarded.astype(np.int16) - direct.astype(np.int16)).mean(axis=(1, 2, 3))
     assert frame_mad.max() < 1.0, frame_mad  # in 0..255 units: under 1/255
-    features = preprocess.whisper_features(forwarded_meta["arc_audio"])
-    reference = preprocess.whisper_features(direct_meta["arc_audio"])
+    features = whisper_features(forwarded_meta["arc_audio"])
+    reference = whisper_features(direct_meta["arc_audio"])
     assert features.shape == reference.shape
     assert np.abs(features - reference).mean() < 0.12
     # The compact form, stated: its size against the original.

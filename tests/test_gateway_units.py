@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from arc_media import prepared as prepared_media
 from server.answers import parse_answer
 from server.config import build_parser, load_settings
 from server.errors import APIError
 from server.files import FileStore
-from vllm_plugin import prepared_media
 
 
 def test_settings_from_flags_and_environment() -> None:
@@ -105,7 +105,8 @@ def test_prepared_container_round_trip_and_refusals() -> None:
 WORKER_UNDER_A_TIGHT_LIMIT = """
 import re, sys
 from server import ingest
-from vllm_plugin import preprocess
+from arc_media import pipeline  # loaded before the worker's heap is measured
+from arc_media.limits import MediaError
 
 def data_mb():
     return int(re.search(r"VmData:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
@@ -114,7 +115,7 @@ ingest.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, 
 ingest.limit_worker_memory(1)
 try:
     ingest.prepare_job(sys.argv[1], None, None, 600.0, 10**9, 120.0, None)
-except (MemoryError, preprocess.MediaError) as exc:
+except (MemoryError, MediaError) as exc:
     print("refused:", type(exc).__name__, exc)
     sys.exit(0)
 print("decoded")

@@ -1,6 +1,5 @@
 """The media library's boundary: arc_media never imports torch, vLLM or the gateway, so the
-gateway can run it without them; the old vllm_plugin names still work until their importers
-move (the torch ones only when asked for)."""
+gateway can run it without them; the Whisper features come in as a function."""
 
 from __future__ import annotations
 
@@ -41,43 +40,17 @@ def test_arc_media_imports_no_torch_vllm_or_gateway() -> None:
     assert not set(FORBIDDEN) & set(loaded), sorted(set(FORBIDDEN) & set(loaded))
 
 
-def test_old_media_modules_stay_torch_free() -> None:
-    # what the gateway imports today: the shims must not pull torch in
-    loaded = imported_after(
-        "import vllm_plugin.preprocess, vllm_plugin.prepared_media, vllm_plugin.frame_decode\n"
-        "from vllm_plugin.preprocess import MediaError, prepare_video, set_child_limits"
-    )
-    assert not set(FORBIDDEN) & set(loaded), sorted(set(FORBIDDEN) & set(loaded))
-
-
-def test_old_names_still_resolve() -> None:
-    from arc_media import frame_decode, pipeline, prepared
-    from vllm_plugin import features, prepared_media, preprocess
-    from vllm_plugin import frame_decode as old_decode
-
-    assert preprocess.whisper_features is features.whisper_features
-    assert preprocess.pixel_values is features.pixel_values
-    assert preprocess.PreparedVideo is pipeline.PreparedVideo
-    assert prepared_media.encode is prepared.encode
-    assert old_decode.decode_selected is frame_decode.decode_selected
-    with pytest.raises(AttributeError):
-        preprocess.no_such_name  # noqa: B018
-
-
 def test_features_flag_needs_a_function(tmp_path: Path) -> None:
     from media_factory import make_clip
 
     from arc_media.pipeline import prepare_video
-    from vllm_plugin import preprocess
     from vllm_plugin.features import whisper_features
 
     clip = make_clip(tmp_path / "short.mp4", seconds=1.5)
     with pytest.raises(TypeError, match="whisper_features"):
         prepare_video(clip, features=True)
     ours = prepare_video(clip, features=whisper_features, audio_mode="direct")
-    old = preprocess.prepare_video(clip, features=True, audio_mode="direct")
-    assert ours.audio_features is not None and old.audio_features is not None
-    assert np.array_equal(ours.audio_features, old.audio_features)
+    assert ours.audio_features is not None
     assert np.array_equal(ours.audio_features, whisper_features(ours.audio))
 
 
