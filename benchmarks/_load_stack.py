@@ -191,7 +191,7 @@ def launch_stack(
         engine_port, gateway_port = free_port(), free_port()
         engine_url = f"http://127.0.0.1:{engine_port}"
         engine_cmd = [
-            sys.executable, "-m", "vllm_plugin.serve", checkpoint,
+            sys.executable, "-m", "vllm_plugin.cli.serve", checkpoint,
             "--host", "127.0.0.1", "--port", str(engine_port), *served, *engine_args,
         ]  # fmt: skip
         gateway_cmd = [

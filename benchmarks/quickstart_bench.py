@@ -45,7 +45,7 @@ STAGES = {
 def arc_ask_command() -> list[str]:
     """The console command next to this interpreter (as the README runs it), else the module."""
     script = Path(sys.executable).parent / "arc-ask"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "vllm_plugin.ask"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "vllm_plugin.cli.ask"]
 
 
 def stage_times(stderr: str) -> dict[str, float]:

@@ -63,7 +63,7 @@ def start_engine(
     a KV cache for 4 full-length requests, no warm-up pass."""
     env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
     command = [
-        sys.executable, "-m", "vllm_plugin.serve", str(checkpoint),
+        sys.executable, "-m", "vllm_plugin.cli.serve", str(checkpoint),
         "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
         "--served-model-name", "arc-tiny",
         *(extra or []),

@@ -21,7 +21,7 @@ def arc_ask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     """`arc-ask ARGS` with these variables added to this environment."""
     # `python -m` calls main() with no arguments, as the console command does.
     return subprocess.run(
-        [sys.executable, "-m", "vllm_plugin.ask", *args],
+        [sys.executable, "-m", "vllm_plugin.cli.ask", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -468,7 +468,7 @@ def test_dockerignore_leaves_out_local_state_and_keeps_sources():
         "pyproject.toml",
         "README.md",
         "arc_media/pipeline.py",
-        "vllm_plugin/serve.py",
+        "vllm_plugin/cli/serve.py",
         "server/__init__.py",
     ):
         assert not ignored(path), f"{path} is needed by the image build"

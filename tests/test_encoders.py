@@ -58,7 +58,7 @@ def tiny_a_model(golden_dir: Path):
 
 @pytest.mark.parametrize("case", ["syn_short", "w33698kgs05"])
 def test_encoder_outputs_match_reference(tiny_a_model, golden_dir: Path, case: str) -> None:
-    from vllm_plugin.golden import load_pixel_values
+    from vllm_plugin.cli.golden import load_pixel_values
 
     inputs = golden_dir / "model" / "inputs" / case
     ref = golden_dir / "model" / "tiny-a" / "cases" / case

@@ -36,7 +36,7 @@ class Engine:
 
     def start(self) -> None:
         command = [
-            sys.executable, "-m", "vllm_plugin.serve", str(self.checkpoint),
+            sys.executable, "-m", "vllm_plugin.cli.serve", str(self.checkpoint),
             "--port", str(self.port), "--host", "127.0.0.1",
             "--dtype", "float32", "--served-model-name", "arc-tiny",
             "--kv-cache-memory-bytes", str(1 << 30),

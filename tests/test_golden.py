@@ -25,7 +25,7 @@ def run_golden(
     cmd = [
         sys.executable,
         "-m",
-        "vllm_plugin.golden",
+        "vllm_plugin.cli.golden",
         "--fixtures",
         str(fixtures),
         "--json",

@@ -257,7 +257,7 @@ import numpy as np
 def main():
     from vllm import LLM, SamplingParams
     from arc_media.pipeline import prepare_video
-    from vllm_plugin.ask import prompt_ids
+    from vllm_plugin.prompts import prompt_ids
 
     checkpoint, tone, noise = sys.argv[1:4]
     llm = LLM(model=checkpoint, dtype="float32", max_model_len=20480, enforce_eager=True,

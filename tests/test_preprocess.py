@@ -23,7 +23,7 @@ from arc_media.overlay import default_font_path, draw_timestamp
 from arc_media.pipeline import prepare_video
 from arc_media.plan import reconcile, sample_plan
 from arc_media.probe import probe_video
-from vllm_plugin import prepare_cli
+from vllm_plugin.cli import prepare
 from vllm_plugin.features import normalise, pixel_values, whisper_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def prepared_dirs(tmp_path_factory: pytest.TempPathFactory, media_dir: Path):
     def get(video: str) -> Path:
         if video not in made:
             out = root / video
-            code = prepare_cli.main([str(media_dir / f"{video}.mp4"), "--out", str(out)])
+            code = prepare.main([str(media_dir / f"{video}.mp4"), "--out", str(out)])
             assert code == 0
             made[video] = out
         return made[video]
@@ -164,7 +164,7 @@ def test_cli_subprocess(tmp_path: Path, media_dir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "vllm_plugin.prepare_cli",
+            "vllm_plugin.cli.prepare",
             str(media_dir / "syn_short.mp4"),
             "--out",
             str(out),
@@ -186,7 +186,7 @@ def test_cli_subprocess(tmp_path: Path, media_dir: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is not a video\n")
     run = subprocess.run(
-        [sys.executable, "-m", "vllm_plugin.prepare_cli", str(bad), "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "vllm_plugin.cli.prepare", str(bad), "--out", str(tmp_path / "x")],
         check=False,
         cwd=REPO_ROOT,
         capture_output=True,

@@ -209,7 +209,7 @@ def test_audio_item_is_400(server, tmp_path: Path) -> None:
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vllm_plugin.serve", *args],
+        [sys.executable, "-m", "vllm_plugin.cli.serve", *args],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -231,7 +231,7 @@ def test_vllm_options_come_from_vllm_serve() -> None:
     deprecated `vllm.entrypoints.openai.api_server` module is not used."""
     script = (
         "import sys\n"
-        "from vllm_plugin import serve\n"
+        "from vllm_plugin.cli import serve\n"
         "try:\n"
         "    serve.main(['tiny', '--help'])\n"
         "except SystemExit:\n"
@@ -247,7 +247,8 @@ def test_vllm_options_come_from_vllm_serve() -> None:
 
 
 def test_cpu_engine_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vllm_plugin import engine_args, serve
+    from vllm_plugin import engine_args
+    from vllm_plugin.cli import serve
     from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
 
     if not engine_args.cpu_build():
@@ -324,7 +325,7 @@ def test_default_arguments_refuse_local_files_and_bound_jpeg_lists(tmp_path: Pat
 
     from vllm.multimodal.media.connector import MediaConnector
 
-    from vllm_plugin import serve
+    from vllm_plugin.cli import serve
 
     args = serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5"])  # no KV check
     folder = Path(serve.option_value(args, "--allowed-local-media-path"))

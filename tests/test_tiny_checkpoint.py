@@ -15,7 +15,8 @@ import pytest
 import torch
 from test_weights import build_model, meta_weights, spec_tensor_shapes
 
-from vllm_plugin.tiny_checkpoint import SPECIAL_TOKENS, main, write_tiny_checkpoint
+from vllm_plugin.cli.tiny_checkpoint import main
+from vllm_plugin.tiny_checkpoint import SPECIAL_TOKENS, write_tiny_checkpoint
 
 FILES = {
     "config.json",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 _THINK = "Output the thinking process in <think> </think> and final answer"
 _TAIL = (
     " in <answer> </answer> tags, i.e., <think> reasoning process here </think>"
@@ -78,3 +80,13 @@ def chat_template() -> str:
         "<|startoftext|>{{ content }}"
         "{%- if instruction %}{{ '\\n' + instruction }}{% endif %}<sep>"
     )
+
+
+def prompt_ids(tokenizer: Any, question: str | None, task: str) -> list[int]:
+    """The token ids of one prompt (Path A): `<|startoftext|>`, the video placeholder the
+    processor expands, the user text and `<sep>` (docs/model.md#prompts-and-generation)."""
+    from .processor import ARCProcessingInfo
+
+    start = tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    text = ARCProcessingInfo.VIDEO_PLACEHOLDER + user_text(question, task) + "<sep>"
+    return [start] + tokenizer.encode(text, add_special_tokens=False)

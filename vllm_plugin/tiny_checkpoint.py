@@ -10,10 +10,11 @@ from `../shared` is needed, and the same seed gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -542,6 +543,18 @@ def write_tiny_checkpoint(out: Path, seed: int = 0, **overrides: Any) -> Path:
     return out
 
 
+# Where arc-ask and `arc-serve tiny` keep the embedded tiny checkpoint.
+DEFAULT_TINY_DIR = Path(os.environ.get("ARC_TINY_DIR", Path.home() / ".cache/arc-video-serve/tiny"))
+
+
+def ensure_tiny_checkpoint(path: Path, say: Callable[[str], None] = lambda message: None) -> Path:
+    """The tiny checkpoint at `path`, written once (seed 0) if it is not there."""
+    if (path / "config.json").exists():
+        return path
+    say(f"writing the tiny random-weight checkpoint to {path} (once)")
+    return write_tiny_checkpoint(path)
+
+
 def summary(config: dict[str, Any]) -> str:
     t, v, a = config["text_config"], config["vision_config"], config["audio_config"]
     tie = "tied head" if t["tie_word_embeddings"] else "separate lm_head"
@@ -568,31 +581,3 @@ def _readme(config: dict[str, Any], seed: int, bpe_ranks: int) -> str:
         "(ids shifted: read them from `special_token_ids.json` or the tokenizer)\n"
         "- `model.safetensors`: float32, every tensor name of the published checkpoint\n"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="arc-tiny-checkpoint",
-        description="Write a small random-weight ARC-Hunyuan-Video checkpoint (real "
-        "config schema, tensor names and special tokens; toy sizes: text 256 wide, "
-        "2 layers, 4 query / 2 KV heads, tied head) for tests and plumbing checks. "
-        "Same seed, same bytes. Answers from it are noise.",
-    )
-    parser.add_argument("out", type=Path, help="output directory (created if needed)")
-    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
-    parser.add_argument(
-        "--untied",
-        action="store_true",
-        help="write tie_word_embeddings false and a separate language_model.lm_head.weight",
-    )
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {"tie_word_embeddings": False} if args.untied else {}
-    out = write_tiny_checkpoint(args.out, seed=args.seed, **overrides)
-    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    print(out)
-    print(summary(config))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

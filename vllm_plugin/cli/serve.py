@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import engine_args
+from .. import engine_args
 
 DEFAULTS = {
     "--max-model-len": "20480",
@@ -104,7 +104,7 @@ def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
 def build_args(checkpoint: str, extra: list[str]) -> list[str]:
     """The `vllm serve` arguments: the checkpoint, the defaults not given in `extra`,
     then `extra`."""
-    from .prompts import chat_template
+    from ..prompts import chat_template
 
     # A file of this process's own: a shared name in a shared temporary folder could
     # belong to another user.
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint, extra = argv[0], argv[1:]
     asks_help = any(arg.split("=", 1)[0] in HELP_FLAGS for arg in extra)
     if checkpoint == "tiny" and not asks_help:
-        from .ask import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+        from ..tiny_checkpoint import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
 
         checkpoint = str(ensure_tiny_checkpoint(DEFAULT_TINY_DIR, say=say))
     if asks_help:

@@ -25,7 +25,7 @@ def log(message: str) -> None:
 
 def summary_prompt(num_frames: int) -> str:
     """The golden `prompt_summary`: Path A text before the BOS id (docs/model.md#prompts-and-generation)."""
-    from .prompts import user_text
+    from ..prompts import user_text
 
     return "<image>" * num_frames + user_text(None, "summary") + "<sep>"
 
@@ -33,7 +33,7 @@ def summary_prompt(num_frames: int) -> str:
 def channel_stats(frames: np.ndarray, chunk: int = 8) -> tuple[list, list]:
     """Per frame, per channel mean and (unbiased) std of the normalised bf16 tensor, in
     float32 as the golden has them; a few frames at a time to bound memory."""
-    from .features import pixel_values
+    from ..features import pixel_values
 
     means, stds = [], []
     for start in range(0, len(frames), chunk):
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from arc_media.limits import FontError, Limits, MediaError
     from arc_media.pipeline import prepare_video
 
-    from .features import whisper_features
+    from ..features import whisper_features
 
     t0 = time.perf_counter()
     try:

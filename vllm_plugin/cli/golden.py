@@ -61,7 +61,7 @@ class CaseResult:
 def load_pixel_values(frames_dir: Path, num_frames: int) -> torch.Tensor:
     from PIL import Image
 
-    from .features import pixel_values
+    from ..features import pixel_values
 
     frames = [
         np.asarray(Image.open(frames_dir / f"frame_{i:03d}.png").convert("RGB"))
@@ -137,7 +137,7 @@ def build_engine(
 
     On a CPU build: eager, with a KV cache of their size (`kv` or $ARC_KV_CACHE_MEMORY_BYTES
     to override), the engine core in this process (and the model too when tp == 1)."""
-    from . import engine_args
+    from .. import engine_args
 
     options: dict[str, Any] = {}
     if engine_args.cpu_build():
@@ -173,7 +173,7 @@ def build_engine(
 def run(args: argparse.Namespace) -> list[CaseResult]:
     from vllm import SamplingParams
 
-    from .processor import ARCProcessingInfo, prepared_video_item
+    from ..processor import ARCProcessingInfo, prepared_video_item
 
     fixtures = Path(args.fixtures)
     inputs = Path(args.inputs) if args.inputs else fixtures.parent / "inputs"
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
 
 
 def judge(name, layout, ref, free, forced, dtype, text, config, problems) -> CaseResult:
-    from .model import xd_positions
+    from ..model import xd_positions
 
     prompt_ids = list(free.prompt_token_ids)
     positions = xd_positions(
@@ -367,14 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.paths = [p for p in args.paths.upper() if p in LAYOUT_DIRS]
 
-    from . import engine_args
+    from .. import engine_args
 
     if engine_args.cpu_build():
         # Before torch is imported: it reads TORCH_COMPILE_DISABLE once, at import.
         engine_args.set_cpu_environment()
     import torch
 
-    from . import register
+    from .. import register
 
     register()
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -19,11 +19,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-DEFAULT_TINY_DIR = Path(os.environ.get("ARC_TINY_DIR", Path.home() / ".cache/arc-video-serve/tiny"))
+from ..prompts import prompt_ids
+from ..tiny_checkpoint import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+
 MAX_MODEL_LEN = 20480  # the authors' serving length: 150 frames take 17,100 tokens
 
 _started = time.perf_counter()
@@ -33,24 +35,6 @@ _console: TextIO = sys.stderr
 
 def log(message: str) -> None:
     print(f"[arc-ask {time.perf_counter() - _started:5.1f} s] {message}", file=_console, flush=True)
-
-
-def ensure_tiny_checkpoint(path: Path, say: Callable[[str], None] = log) -> Path:
-    if (path / "config.json").exists():
-        return path
-    say(f"writing the tiny random-weight checkpoint to {path} (once)")
-    from .tiny_checkpoint import write_tiny_checkpoint
-
-    return write_tiny_checkpoint(path)
-
-
-def prompt_ids(tokenizer: Any, question: str | None, task: str) -> list[int]:
-    from .processor import ARCProcessingInfo
-    from .prompts import user_text
-
-    start = tokenizer.convert_tokens_to_ids("<|startoftext|>")
-    text = ARCProcessingInfo.VIDEO_PLACEHOLDER + user_text(question, task) + "<sep>"
-    return [start] + tokenizer.encode(text, add_special_tokens=False)
 
 
 @contextlib.contextmanager
@@ -88,7 +72,7 @@ def quiet_environment() -> None:
 
 def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any], str]:
     """The LLM options for this machine, after checking that the memory is there."""
-    from . import engine_args
+    from .. import engine_args
 
     if not engine_args.cpu_build():
         return {}, "GPU"
@@ -112,8 +96,8 @@ def register_model_class() -> None:
     ~/.cache/vllm has no record of this model.py (a new machine, a changed file)."""
     from vllm import ModelRegistry
 
-    from . import ARCHITECTURE, register
-    from .model import ARCHunyuanVideoForConditionalGeneration
+    from .. import ARCHITECTURE, register
+    from ..model import ARCHunyuanVideoForConditionalGeneration
 
     ModelRegistry.register_model(ARCHITECTURE, ARCHunyuanVideoForConditionalGeneration)
     register()  # the config class and the video loader; the model is registered now
@@ -188,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.video).is_file():
         parser.error(f"no such video file: {args.video}")
 
-    from . import engine_args
+    from .. import engine_args
 
     if engine_args.cpu_build():
         # Before torch is imported: it reads TORCH_COMPILE_DISABLE once, at import.
@@ -196,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         model = Path(args.model)
     else:
-        model = ensure_tiny_checkpoint(DEFAULT_TINY_DIR)
+        model = ensure_tiny_checkpoint(DEFAULT_TINY_DIR, say=log)
         log("the embedded tiny model has random weights: its answer is noise (use --model)")
     # A folder of this run's own for the engine's log and temporary files (vLLM's
     # rendezvous file among them), removed at the end.
