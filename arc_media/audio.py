@@ -88,7 +88,7 @@ def _mp3_round_trip(
     without the encoder delay and the padding. Two ffmpeg processes joined by a pipe, so
     the decoder works while the encoder does. A pipe carries no LAME header, so the
     decoder's filter drops the delay itself (MP3_DELAY_SAMPLES): bit-identical to writing
-    an mp3 file and reading it back (tests/test_preprocess.py)."""
+    an mp3 file and reading it back (tests/media/test_preprocess.py)."""
     encode = ffmpeg.safe_input(path, clip=clip)["a:0"].output(
         "pipe:1",
         format="mp3",

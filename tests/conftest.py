@@ -1,14 +1,19 @@
-"""Shared test fixtures: where ../shared lives, and skips when it is absent."""
+"""Shared test fixtures: where ../shared lives, and skips when it is absent.
+
+Tests are grouped by wing (media/, plugin/, gateway/, deploy/, benchmarks/); the helpers
+they share (servers.py, media_factory.py) live here, importable from every group."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # servers, media_factory
 SHARED = Path(os.environ.get("ARC_SHARED", REPO_ROOT.parent / "shared"))
 MEDIA = SHARED / "media"
 GOLDEN = SHARED / "golden"

@@ -26,7 +26,7 @@ from arc_media.probe import probe_video
 from vllm_plugin.cli import prepare
 from vllm_plugin.features import normalise, pixel_values, whisper_features
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_VIDEOS = [
     "w33698kgs05",
     "c3522vbgwaw",

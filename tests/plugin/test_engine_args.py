@@ -1,5 +1,5 @@
 """The CPU engine settings (vllm_plugin/engine_args.py): KV cache sizes, the memory check
-and its messages, the overrides. No engine starts here; tests/test_ask.py, test_serve.py
+and its messages, the overrides. No engine starts here; tests/plugin/test_ask.py, test_serve.py
 and test_golden.py start real ones with these settings."""
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def test_decode_worker_memory_limit(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert "refused" in run.stdout
@@ -363,7 +363,7 @@ def test_every_error_code_is_a_known_metric_reason() -> None:
 
     from server.metrics import REJECTION_REASONS
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     found = set()
     for source in (root / "server").rglob("*.py"):

@@ -17,7 +17,7 @@ from test_deploy_validate import COMPOSE_FILE, ENV_EXAMPLE, compose_binary
 
 pytest.importorskip("vllm")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 NO_MEDIA_DOMAINS = ["data-urls-only/"]
 

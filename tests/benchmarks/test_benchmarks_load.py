@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PATHS = {"gateway-upload", "gateway-data-url", "direct"}
 
 

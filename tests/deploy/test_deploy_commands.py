@@ -2,7 +2,7 @@
 the engine image's entrypoint (`arc-serve`) and ENV with the `vllm-cpu` service's arguments
 and environment, no C++ compiler on PATH; the gateway image's entrypoint (`arc-gateway`),
 installed as the gateway image installs it (a venv without vLLM,
-tests/test_deploy_dependencies.py), with the `gateway-cpu` service's environment. Only
+tests/deploy/test_deploy_dependencies.py), with the `gateway-cpu` service's environment. Only
 addresses, ports and directories are changed to this machine's.
 
 The engine, reached directly, must refuse media it would have to fetch (an http URL on
@@ -30,7 +30,7 @@ from test_images_cpu_engine import path_without_compilers
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 

@@ -28,7 +28,7 @@ def imported_after(code: str) -> list[str]:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     ).stdout
     return json.loads(out.splitlines()[-1])
 

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_one_run_is_timed_with_its_stages(media_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -458,7 +458,7 @@ def test_dockerignore_leaves_out_local_state_and_keeps_sources():
         "arc_video_serve.egg-info/PKG-INFO",
         "vllm_plugin/__pycache__/a.pyc",
         "benchmarks/results/run.json",
-        "tests/test_serve.py",
+        "tests/plugin/test_serve.py",
         "deploy/.env",
         "checkpoints/model.safetensors",
         "out/x",
@@ -571,7 +571,7 @@ def test_cpu_engine_image():
     assert_cpu_engine_sizing(cmd[0], "cpu-engine.Dockerfile CMD")
     env = image_env(instructions)
     # No C++ compiler in the image: torch.compile (which vLLM uses for logprobs even
-    # under --enforce-eager) must stay off. tests/test_images_cpu_engine.py runs it.
+    # under --enforce-eager) must stay off. tests/deploy/test_images_cpu_engine.py runs it.
     assert env["TORCH_COMPILE_DISABLE"] == "1"
     assert env["ARC_TINY_DIR"].startswith(env["HOME"] + "/")
     assert_non_root_with_home_caches(instructions, "cpu-engine.Dockerfile")

@@ -35,7 +35,7 @@ from media_factory import make_clip
 from servers import free_port, stop, wait_until
 from test_deploy_files import dockerfile, exec_form, image_env, stages
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
 # What the image's build context lets in (.dockerignore is an allowlist of these).
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "arc_media", "vllm_plugin", "server")
