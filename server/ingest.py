@@ -45,7 +45,7 @@ class VideoSummary:
     """What the gateway tells the client (usage) and logs about a prepared video."""
 
     frames: int
-    duration: int  # D, seconds of audio the model hears (§3.6)
+    duration: int  # D, seconds of audio the model hears (docs/preprocessing.md#reconciling-d-and-n)
     has_audio: bool
     video_duration_s: float
     width: int
