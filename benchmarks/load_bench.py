@@ -21,6 +21,10 @@ gateway_overhead.csv, requests.csv, report.md and PNG plots (when matplotlib is 
     python -m benchmarks.load_bench --gateway-url http://127.0.0.1:8080 \\
         --engine-url http://127.0.0.1:8000          # the docker compose stack; starts nothing
     python -m benchmarks.load_bench --help
+
+Over 600 lines: the request paths, the concurrent clients and the run loop share the
+requests' records and read best together; the stack it starts is in _load_stack.py and
+the report in _load_report.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Follows docs/model.md (vision tower, audio path and fusion, decoder, checkpoint 
 the idiom of vLLM's own model files. Encoders run inside the engine
 (`embed_multimodal`); the decoder uses paged attention and vLLM's parallel layers,
 so `--tensor-parallel-size` shards it.
+
+One file for the whole network, as vLLM's own model files are: it reads top to bottom in
+the order of docs/model.md (inputs, vision tower, fusion, decoder, weights).
 """
 
 from __future__ import annotations
