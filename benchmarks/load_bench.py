@@ -47,6 +47,8 @@ from pathlib import Path
 
 import httpx
 
+from server import sse
+
 from . import _load_report as rep
 from . import _load_stack as stk
 
@@ -382,11 +384,8 @@ class Bench:
                     code = ""
                 record.error = f"HTTP {response.status_code}" + (f" {code}" if code else "")
                 return
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in sse.data_payloads(response.aiter_lines()):
+                if data == sse.DONE:
                     done = True
                     break
                 try:

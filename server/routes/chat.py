@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from arc_media.prepared import PREPARED_MIME
 
+from .. import sse
 from ..answers import parse_answer
 from ..errors import APIError, error_body, invalid_request
 from ..inflight import Admission
@@ -186,11 +187,8 @@ async def _stream(
         first = True
         texts: dict[int, str] = {}
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in sse.data_payloads(response.aiter_lines()):
+                if data == sse.DONE:
                     yield b"data: [DONE]\n\n"
                     break
                 if first:
