@@ -54,3 +54,14 @@ def rotate(source: Path, path: Path, degrees: int = 90) -> Path:
     """Same streams, plus a display rotation: players turn the picture `degrees` clockwise."""
     ffmpeg("-i", str(source), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}", str(path))
     return path
+
+
+def sized_clip(path: Path, size: str) -> Path:
+    """2 s of testsrc2 scaled to `size` ("WxH", down to 1x1 or extreme aspect ratios), 4:4:4
+    so that odd sizes encode."""
+    width, height = size.split("x")
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=2",
+        "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(path),
+    )  # fmt: skip
+    return path

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from media_factory import ffmpeg, make_clip
+from media_factory import ffmpeg, make_clip, sized_clip
 from servers import free_port, start_gateway, stop
 
 pytestmark = pytest.mark.engine
@@ -384,12 +384,7 @@ def test_model_name_is_clean_everywhere(gateway: str, clip: Path) -> None:
 
 @pytest.mark.parametrize("size", ["1x1", "2x2", "64x16", "16384x16", "16x4096"])
 def test_tiny_and_extreme_videos_get_an_answer(gateway: str, size: str, tmp_path: Path) -> None:
-    path = tmp_path / f"{size}.mp4"
-    width, height = size.split("x")
-    ffmpeg(
-        "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=2",
-        "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(path),
-    )  # fmt: skip
+    path = sized_clip(tmp_path / f"{size}.mp4", size)
     with httpx.Client(base_url=gateway, timeout=300) as client:
         uploaded = client.post(
             "/v1/files",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from media_factory import make_clip
+from media_factory import make_clip, sized_clip
 from servers import free_port, start_gateway, stop
 
 from server.config import Settings
@@ -134,17 +134,11 @@ def test_killing_a_busy_worker_loses_no_upload(media_dir: Path, tmp_path: Path) 
 def test_tiny_and_extreme_frames_are_prepared(size: str, tmp_path: Path) -> None:
     """Under 20 px high the overlay's font size is 0: the frames go unstamped (noted),
     never a 500."""
-    from media_factory import ffmpeg
-
-    path = tmp_path / f"{size}.mp4"
-    width, height = size.split("x")
-    ffmpeg(
-        "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=2",
-        "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(path),
-    )  # fmt: skip
+    path = sized_clip(tmp_path / f"{size}.mp4", size)
+    height = int(size.split("x")[1])
     container, summary = prepare_job(str(path), None, None, 600.0, 3840 * 2160, 120.0, None)
     assert summary["frames"] == 2 and container
-    assert bool(summary["notes"]) == (int(height) < 20)
+    assert bool(summary["notes"]) == (height < 20)
 
 
 def failing_job(path: str, *args: object) -> tuple[bytes, dict]:
