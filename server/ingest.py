@@ -55,7 +55,8 @@ class VideoSummary:
     source_bytes: int
     prepared_bytes: int
     probe_s: float
-    decode_s: float
+    decode_s: float  # the pipeline: probe, frames, audio (docs/architecture.md#where-the-time-goes)
+    encode_s: float = 0.0  # the forward form written from the prepared video
     clip: list[float] | None = None
     started_at: float = 0.0  # wall clock when a worker took the job
     wait_s: float = 0.0  # time the job waited for a free worker
@@ -152,8 +153,10 @@ def prepare_job(
     video = prepare_video(
         path, font_path=font, start=start, end=end, limits=limits, progress=progress
     )
+    decoded_s = time.perf_counter() - t0
     info = {"intervals": [list(i) for i in video.intervals], "frame_indices": video.frame_indices}
     container = prepared.encode(video.frames, video.audio, video.duration, info)
+    encode_s = time.perf_counter() - t0 - decoded_s
     probe = video.probe
     summary = VideoSummary(
         frames=video.num_frames,
@@ -167,7 +170,8 @@ def prepare_job(
         source_bytes=int(Path(path).stat().st_size),
         prepared_bytes=len(container),
         probe_s=round(probed_at[0] if probed_at else 0.0, 4),
-        decode_s=round(time.perf_counter() - t0, 4),
+        decode_s=round(decoded_s, 4),
+        encode_s=round(encode_s, 4),
         clip=list(video.clip) if video.clip else None,
         started_at=started_at,
     )

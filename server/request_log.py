@@ -14,6 +14,27 @@ from .metrics import Metrics
 log = logging.getLogger("arc.gateway")
 
 
+# Log fields (seconds) that are stages of a request, as Server-Timing names them.
+STAGES = {
+    "receive_s": "receive",
+    "decode_wait_s": "queue",
+    "decode_s": "decode",
+    "encode_s": "encode",
+    "store_s": "store",
+    "engine_input_s": "engine-input",
+}
+
+
+def server_timing(fields: dict[str, Any]) -> str:
+    """The stages measured so far, as an HTTP Server-Timing header value (milliseconds):
+    where a request's time went before the answer began (docs/architecture.md#where-the-time-goes)."""
+    return ", ".join(
+        f"{name};dur={1000 * float(fields[key]):.1f}"
+        for key, name in STAGES.items()
+        if isinstance(fields.get(key), int | float)
+    )
+
+
 class RequestLog:
     """Pure ASGI middleware: a request id, one JSON log line and the latency metric per
     request (measured to the last byte sent, so streaming answers count in full)."""

@@ -49,7 +49,7 @@ class VideoSources:
             if cached is not None:
                 handle, summary = cached
                 cleanup.callback(handle.close)
-                log_fields.update(prepared_cache="hit", decode_s=0.0)
+                log_fields.update(prepared_cache="hit", decode_s=0.0, encode_s=0.0)
                 return handle, VideoSummary(**summary), stored.id
             container, summary = await self._prepare_file(
                 self.store.source_path(stored.id), options

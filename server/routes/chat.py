@@ -29,6 +29,7 @@ from ..answers import parse_answer
 from ..errors import APIError, error_body, invalid_request
 from ..inflight import Admission
 from ..ingest import VideoSummary
+from ..request_log import server_timing
 from ..schemas import (
     SAMPLING_PARAMETERS,
     ChatCompletion,
@@ -71,7 +72,9 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
     # Data URLs go to disk as they arrive; the rest of the JSON has a small cap.
     body = ChatBody(gateway.store.incoming_path, s.max_upload_bytes, MAX_JSON_BYTES)
     cleanup.callback(body.cleanup)
+    t_receive = time.perf_counter()
     raw = await read_chat_body(request, body, s.upload_read_timeout_s, s.upload_total_timeout_s)
+    fields["receive_s"] = round(time.perf_counter() - t_receive, 4)
     try:
         req = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as e:
@@ -107,6 +110,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
         # The data URL itself is written as the request goes out (upstream.Body).
         content.append({"type": "video_url", "video_url": {"url": ""}})
         fields.setdefault("decode_s", summary.decode_s)
+        fields.setdefault("encode_s", summary.encode_s)
         fields.update(
             frames=summary.frames,
             has_audio=summary.has_audio,
@@ -144,6 +148,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
     metrics.upstream_seconds.observe(upstream_s)
     metrics.upstream_ttft_seconds.observe(upstream_s)
     fields["upstream_s"] = round(upstream_s, 4)
+    timing = {"Server-Timing": server_timing(fields)}
     try:
         completion = ChatCompletion.model_validate(data)
     except ValidationError:
@@ -158,7 +163,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
     if completion.usage is not None:
         fields["prompt_tokens"] = completion.usage.prompt_tokens
         fields["completion_tokens"] = completion.usage.completion_tokens
-    return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
+    return JSONResponse(completion.model_dump(mode="json", exclude_none=True), headers=timing)
 
 
 async def _stream(
@@ -174,6 +179,9 @@ async def _stream(
     metrics = gateway.metrics
     t0 = time.perf_counter()
     response = await gateway.upstream.open_stream(upstream_body, headers, fields)
+    # vLLM answers with headers once the request's inputs are ready (media loaded and
+    # processed), before the model runs: the engine's input preparation.
+    fields["engine_input_s"] = round(time.perf_counter() - t0, 4)
 
     def upstream_done() -> None:
         upstream_s = time.perf_counter() - t0
@@ -210,7 +218,11 @@ async def _stream(
         events(),
         held,
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "Server-Timing": server_timing(fields),
+        },
     )
 
 

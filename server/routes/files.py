@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import time
+
+from fastapi import APIRouter, Request, Response
 
 from ..errors import APIError
 from ..files import StoredFile
+from ..request_log import server_timing
 from ..schemas import FileDeleted, FileList, FileObject
 from ..state import GatewayDep
 from ..uploads import receive_upload
@@ -29,11 +32,12 @@ def _file_object(stored: StoredFile) -> FileObject:
 
 
 @router.post("/v1/files", response_model=FileObject)
-async def upload_file(request: Request, gateway: GatewayDep) -> FileObject:
+async def upload_file(request: Request, response: Response, gateway: GatewayDep) -> FileObject:
     s = gateway.settings
     store = gateway.store
     dest = store.incoming_path()
     fields = request.state.log
+    t0 = time.perf_counter()
     try:
         upload = await receive_upload(
             request,
@@ -42,6 +46,7 @@ async def upload_file(request: Request, gateway: GatewayDep) -> FileObject:
             s.upload_read_timeout_s,
             s.upload_total_timeout_s,
         )
+        fields["receive_s"] = round(time.perf_counter() - t0, 4)
         gateway.metrics.upload_bytes.inc(upload.size)
         fields["bytes_in"] = upload.size
         if upload.size == 0:
@@ -54,10 +59,12 @@ async def upload_file(request: Request, gateway: GatewayDep) -> FileObject:
                 "file_exceeds_storage",
             )
         container, summary = await gateway.ingestor.prepare(dest)
+        t_store = time.perf_counter()
         try:
             stored = store.add(
                 dest, upload.filename, upload.purpose, upload.size, container, summary.as_dict()
             )
+            fields["store_s"] = round(time.perf_counter() - t_store, 4)
         finally:
             container.unlink(missing_ok=True)
     finally:
@@ -68,9 +75,11 @@ async def upload_file(request: Request, gateway: GatewayDep) -> FileObject:
         file_id=stored.id,
         frames=summary.frames,
         decode_s=summary.decode_s,
+        encode_s=summary.encode_s,
         decode_wait_s=summary.wait_s,
         prepared_bytes=summary.prepared_bytes,
     )
+    response.headers["Server-Timing"] = server_timing(fields)
     return _file_object(stored)
 
 

@@ -126,6 +126,49 @@ def test_one_json_log_line_per_request(gateway: str, videos: Path) -> None:
     assert entry["route"] == "/v1/chat/completions" and entry["status"] == 200
     for key in ("seconds", "bytes_in", "forwarded_bytes", "frames", "decode_s", "upstream_s"):
         assert key in entry, entry
+    for key in ("receive_s", "decode_wait_s", "encode_s"):
+        assert entry[key] >= 0, entry
+
+
+def server_timing(header: str) -> dict[str, float]:
+    stages = {}
+    for item in header.split(","):
+        name, _, duration = item.strip().partition(";dur=")
+        stages[name] = float(duration)
+    return stages
+
+
+def test_server_timing_names_the_stages(gateway: str, videos: Path) -> None:
+    """Where a request's time went reaches the client (the load benchmark's breakdown)."""
+    video = videos / "w33698kgs05.mp4"
+    body = {"messages": ask(data_url(video)), "max_tokens": 1, "stream": True}
+    with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        stages = server_timing(r.headers["server-timing"])
+        r.read()
+    assert set(stages) == {"receive", "queue", "decode", "encode", "engine-input"}, stages
+    assert stages["decode"] > 0 and stages["encode"] > 0 and stages["engine-input"] > 0
+
+    with video.open("rb") as handle:
+        upload = httpx.post(
+            gateway + "/v1/files",
+            files={"file": (video.name, handle, "video/mp4")},
+            data={"purpose": "user_data"},
+            timeout=120,
+        )
+    assert upload.status_code == 200
+    stages = server_timing(upload.headers["server-timing"])
+    assert set(stages) == {"receive", "queue", "decode", "encode", "store"}, stages
+    file_id = upload.json()["id"]
+    reply = httpx.post(
+        gateway + "/v1/chat/completions",
+        json={"messages": ask(file_id), "max_tokens": 1},
+        timeout=120,
+    )
+    assert reply.status_code == 200
+    stages = server_timing(reply.headers["server-timing"])
+    assert stages["decode"] == 0 and stages["encode"] == 0, stages  # prepared at upload
+    httpx.delete(f"{gateway}/v1/files/{file_id}", timeout=30)
 
 
 def openai_client(base: str):
