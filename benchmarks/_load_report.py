@@ -13,15 +13,37 @@ from pathlib import Path
 import numpy as np
 
 DIRECT = "direct"
-GATEWAY_PATHS = ("gateway-upload", "gateway-data-url")
-PATHS = (*GATEWAY_PATHS, DIRECT)
+DIRECT_RAW = "direct-raw"
+GATEWAY_PATHS = ("gateway-upload", "gateway-data-url", "gateway-second-question")
+DIRECT_PATHS = (DIRECT_RAW, DIRECT)
+PATHS = (*GATEWAY_PATHS, *DIRECT_PATHS)
+# What each gateway path is measured against: a video the engine must decode itself
+# (direct-raw) for the paths that decode, the prepared input for the one that does not.
+REFERENCE = {
+    "gateway-upload": DIRECT_RAW,
+    "gateway-data-url": DIRECT_RAW,
+    "gateway-second-question": DIRECT,
+}
 PATH_HELP = {
     "gateway-upload": "POST /v1/files (multipart upload) then a streaming chat naming the "
     "file id, through the gateway; timed from the start of the upload",
     "gateway-data-url": "one streaming chat with the video as a data:video/mp4 URL, "
     "through the gateway",
-    DIRECT: "the same chat sent straight to vLLM with the video prepared beforehand "
-    "(data:video/x-arc-prepared, the container the gateway forwards)",
+    "gateway-second-question": "a streaming chat about a file uploaded before the batch "
+    "(untimed): the upload-once benefit, no decode",
+    DIRECT_RAW: "the chat sent straight to vLLM with the raw video as a data:video/mp4 URL "
+    "(the engine's arc loader decodes it): what a user without the gateway does",
+    DIRECT: "the chat sent straight to vLLM with the video prepared beforehand, untimed "
+    "(data:video/x-arc-prepared, the container the gateway forwards in container mode)",
+}
+# Server-Timing stage names of the gateway (server/request_log.py) -> Record fields.
+STAGES = {
+    "receive": "receive_s",
+    "queue": "queue_s",
+    "decode": "decode_s",
+    "encode": "encode_s",
+    "store": "store_s",
+    "engine-input": "engine_input_s",
 }
 
 
@@ -40,6 +62,14 @@ class Record:
     ttft_s: float | None = None
     e2e_s: float | None = None
     upload_s: float | None = None
+    headers_s: float | None = None  # the chat's response headers (vLLM: inputs ready)
+    # The gateway's Server-Timing stages (upload and chat summed), seconds.
+    receive_s: float | None = None
+    queue_s: float | None = None
+    decode_s: float | None = None
+    encode_s: float | None = None
+    store_s: float | None = None
+    engine_input_s: float | None = None
     output_tokens: int | None = None
     prompt_tokens: int | None = None
     tpot_ms: float | None = None
@@ -47,6 +77,18 @@ class Record:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def add_timing(self, header: str | None) -> None:
+        """Adds a Server-Timing header's stages (milliseconds) to this record."""
+        for item in (header or "").split(","):
+            name, _, duration = item.strip().partition(";dur=")
+            field_name = STAGES.get(name)
+            try:
+                seconds = float(duration) / 1000
+            except ValueError:
+                continue
+            if field_name:
+                setattr(self, field_name, (getattr(self, field_name) or 0.0) + seconds)
 
 
 @dataclass
@@ -128,82 +170,118 @@ def summarize(
     }
 
 
-GATEWAY_HISTOGRAMS = {
-    "decode": "arc_gateway_decode_seconds",
-    "upstream_ttft": "arc_gateway_upstream_ttft_seconds",
-    "upstream": "arc_gateway_upstream_seconds",
-}
-
-
-def parse_gateway_metrics(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        for key, metric in GATEWAY_HISTOGRAMS.items():
-            for suffix in ("_sum", "_count"):
-                if name == metric + suffix:
-                    values[key + suffix] = float(value)
-    return values
-
-
-def gateway_side(before: dict[str, float], after: dict[str, float] | None) -> dict | None:
-    """Means over one batch of what the gateway measured itself: video preparation (in
-    its decode workers) and the upstream (vLLM) time to first token and total time. From
-    one gateway replica: behind a load balancer with several, only that replica's share."""
-    if not after:
-        return None
-    means = {}
-    for key in GATEWAY_HISTOGRAMS:
-        count = after.get(key + "_count", 0) - before.get(key + "_count", 0)
-        total = after.get(key + "_sum", 0) - before.get(key + "_sum", 0)
-        means[key + "_mean_s"] = total / count if count > 0 else None
-        means[key + "_count"] = int(count)
-    return means
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def overhead(levels: list[dict], records: list[Record]) -> list[dict]:
-    """For every gateway path and level that has the direct path beside it: the gateway's
-    added latency (gateway e2e - direct e2e) and its share of the gateway's e2e latency."""
+    """For every gateway path and level that has its reference path (REFERENCE) beside it:
+    the latency ratios gateway / reference (p50, p95), the throughput ratio, the added
+    latency and its share of the gateway's e2e latency, and the decode the gateway did."""
     by_key = {(s["path"], s["concurrency"]): s for s in levels}
     ok = {(r.path, r.concurrency, r.index): r for r in records if r.ok}
     rows = []
     for (path, level), gateway in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        direct = by_key.get((DIRECT, level))
-        if path == DIRECT or direct is None or not gateway["e2e_s"] or not direct["e2e_s"]:
+        reference = REFERENCE.get(path)
+        ref = by_key.get((reference, level)) if reference else None
+        if ref is None or not gateway["e2e_s"] or not ref["e2e_s"]:
             continue
-        g, d = gateway["e2e_s"], direct["e2e_s"]
+        g, d = gateway["e2e_s"], ref["e2e_s"]
         paired = [
-            (ok[(path, level, i)].e2e_s, ok[(DIRECT, level, i)].e2e_s)
-            for (p, c, i) in ok
-            if p == path and c == level and (DIRECT, level, i) in ok
+            (r.e2e_s, ok[(reference, level, i)].e2e_s)
+            for (p, c, i), r in ok.items()
+            if p == path and c == level and (reference, level, i) in ok
         ]
         added = [a - b for a, b in paired]
         shares = [(a - b) / a for a, b in paired if a > 0]
+        mine = [r for r in records if r.ok and r.path == path and r.concurrency == level]
+        decode = [
+            (r.queue_s or 0) + (r.decode_s or 0) + (r.encode_s or 0)
+            for r in mine
+            if r.decode_s is not None
+        ]
+        decode_mean = float(np.mean(decode)) if decode else None
+        rows.append(
+            {
+                "gateway_path": path,
+                "reference": reference,
+                "concurrency": level,
+                "e2e_p50_ratio": _ratio(g["p50"], d["p50"]),
+                "e2e_p95_ratio": _ratio(g["p95"], d["p95"]),
+                "ttft_p50_ratio": _ratio(
+                    (gateway["ttft_s"] or {}).get("p50"), (ref["ttft_s"] or {}).get("p50")
+                ),
+                "throughput_ratio": _ratio(
+                    gateway["request_throughput"], ref["request_throughput"]
+                ),
+                "gateway_e2e_p50_s": g["p50"],
+                "reference_e2e_p50_s": d["p50"],
+                "gateway_e2e_p95_s": g["p95"],
+                "reference_e2e_p95_s": d["p95"],
+                "added_p50_s": g["p50"] - d["p50"],
+                "share_p50": (g["p50"] - d["p50"]) / g["p50"] if g["p50"] > 0 else None,
+                "gateway_e2e_mean_s": g["mean"],
+                "reference_e2e_mean_s": d["mean"],
+                "added_mean_s": g["mean"] - d["mean"],
+                "share_mean": (g["mean"] - d["mean"]) / g["mean"] if g["mean"] > 0 else None,
+                # queue + decode + container encode in the gateway, per request
+                "gateway_decode_mean_s": decode_mean,
+                "decode_share_mean": _ratio(decode_mean, g["mean"]),
+                "paired_requests": len(paired),
+                "paired_added_median_s": float(np.median(added)) if added else None,
+                "paired_share_median": float(np.median(shares)) if shares else None,
+            }
+        )
+    return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def stages(levels: list[dict], records: list[Record]) -> list[dict]:
+    """Where each path's time goes, per level (means over its successful requests, seconds):
+    the gateway's own stages from its Server-Timing header; for every path the engine's
+    input preparation (vLLM answers with headers once the media is loaded and processed),
+    the first token after it (scheduling, encoders, prefill) and the generation."""
+    rows = []
+    for level in levels:
+        mine = [
+            r
+            for r in records
+            if r.ok and r.path == level["path"] and r.concurrency == level["concurrency"]
+        ]
+        if not mine:
+            continue
+        direct = level["path"] in DIRECT_PATHS
+
+        def engine_input(r: Record, direct: bool = direct) -> float | None:
+            # Straight to vLLM, the client's time to headers is the engine's input work
+            # (and the body's transfer on loopback).
+            return r.headers_s if direct else r.engine_input_s
+
         row = {
-            "gateway_path": path,
-            "concurrency": level,
-            "gateway_e2e_p50_s": g["p50"],
-            "direct_e2e_p50_s": d["p50"],
-            "added_p50_s": g["p50"] - d["p50"],
-            "share_p50": (g["p50"] - d["p50"]) / g["p50"] if g["p50"] > 0 else None,
-            "gateway_e2e_mean_s": g["mean"],
-            "direct_e2e_mean_s": d["mean"],
-            "added_mean_s": g["mean"] - d["mean"],
-            "share_mean": (g["mean"] - d["mean"]) / g["mean"] if g["mean"] > 0 else None,
-            "added_ttft_p50_s": (
-                gateway["ttft_s"]["p50"] - direct["ttft_s"]["p50"]
-                if gateway["ttft_s"] and direct["ttft_s"]
-                else None
-            ),
-            "gateway_decode_mean_s": (gateway.get("gateway_side") or {}).get("decode_mean_s"),
-            "gateway_upstream_ttft_mean_s": (gateway.get("gateway_side") or {}).get(
-                "upstream_ttft_mean_s"
-            ),
-            "gateway_upstream_mean_s": (gateway.get("gateway_side") or {}).get("upstream_mean_s"),
-            "paired_requests": len(paired),
-            "paired_added_median_s": float(np.median(added)) if added else None,
-            "paired_share_median": float(np.median(shares)) if shares else None,
+            "path": level["path"],
+            "concurrency": level["concurrency"],
+            "requests": len(mine),
+            "e2e_s": _mean([r.e2e_s for r in mine if r.e2e_s is not None]),
+            "upload_s": _mean([r.upload_s for r in mine if r.upload_s is not None]),
         }
+        for name in ("receive_s", "queue_s", "decode_s", "encode_s", "store_s"):
+            row[name] = _mean([getattr(r, name) for r in mine if getattr(r, name) is not None])
+        row["engine_input_s"] = _mean([v for v in (engine_input(r) for r in mine) if v is not None])
+        row["first_token_s"] = _mean(
+            [r.ttft_s - r.headers_s for r in mine if r.ttft_s and r.headers_s is not None]
+        )
+        row["generation_s"] = _mean([r.e2e_s - r.ttft_s for r in mine if r.e2e_s and r.ttft_s])
+        parts = ["engine_input_s", "first_token_s", "generation_s"]
+        # An upload's gateway stages are inside its client-side upload time.
+        if row["upload_s"] is None:
+            parts += ["receive_s", "queue_s", "decode_s", "encode_s", "store_s"]
+        else:
+            parts.append("upload_s")
+        known = sum(row[k] or 0.0 for k in parts)
+        row["rest_s"] = row["e2e_s"] - known if row["e2e_s"] is not None else None
         rows.append(row)
     return rows
 
@@ -245,12 +323,20 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def write_csvs(out: Path, report: dict) -> list[Path]:
-    files = [out / "report.csv", out / "gateway_overhead.csv", out / "requests.csv"]
+    files = [
+        out / "report.csv",
+        out / "gateway_overhead.csv",
+        out / "stages.csv",
+        out / "requests.csv",
+    ]
     _write_csv(files[0], [_flat(level) for level in report["levels"]], LEVEL_COLUMNS)
-    overhead_rows = report["gateway_overhead"]
-    columns = list(overhead_rows[0]) if overhead_rows else ["gateway_path", "concurrency"]
-    _write_csv(files[1], overhead_rows, columns)
-    _write_csv(files[2], report["requests"], list(Record.__dataclass_fields__))
+    for path, key, first in (
+        (files[1], "gateway_overhead", ["gateway_path", "concurrency"]),
+        (files[2], "stages", ["path", "concurrency"]),
+    ):
+        rows = report[key]
+        _write_csv(path, rows, list(rows[0]) if rows else first)
+    _write_csv(files[3], report["requests"], list(Record.__dataclass_fields__))
     return files
 
 
@@ -266,52 +352,62 @@ def _stat(level: dict, metric: str, stat: str, digits: int = 3) -> str:
     return _num((level.get(metric) or {}).get(stat), digits)
 
 
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
 def overhead_markdown(rows: list[dict]) -> list[str]:
     if not rows:
-        return ["(no level has both a gateway path and the direct path)"]
+        return ["(no level has both a gateway path and its reference path)"]
     lines = [
         (
-            "| gateway path | concurrency | gateway e2e p50 (s) | direct e2e p50 (s) "
-            "| added p50 (s) | **share of e2e (p50)** | added mean (s) | share of e2e (mean) "
-            "| per-request share (median) | added TTFT p50 (s) |"
+            "| gateway path | vs | conc. | **e2e p50 ratio** | **e2e p95 ratio** "
+            "| throughput ratio | TTFT p50 ratio | e2e p50 gateway / reference (s) "
+            "| added p50 (s) | share of e2e (p50) | gateway decode (mean s, share) |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for r in rows:
+        decode = (
+            f"{r['gateway_decode_mean_s']:.3f} ({_pct(r['decode_share_mean'])})"
+            if r["gateway_decode_mean_s"] is not None
+            else "–"
+        )
         lines.append(
-            f"| {r['gateway_path']} | {r['concurrency']} | {_num(r['gateway_e2e_p50_s'])} "
-            f"| {_num(r['direct_e2e_p50_s'])} | {_num(r['added_p50_s'])} "
-            f"| **{_pct(r['share_p50'])}** | {_num(r['added_mean_s'])} "
-            f"| {_pct(r['share_mean'])} | {_pct(r['paired_share_median'])} "
-            f"| {_num(r['added_ttft_p50_s'])} |"
+            f"| {r['gateway_path']} | {r['reference']} | {r['concurrency']} "
+            f"| **{_times(r['e2e_p50_ratio'])}** | **{_times(r['e2e_p95_ratio'])}** "
+            f"| {_times(r['throughput_ratio'])} | {_times(r['ttft_p50_ratio'])} "
+            f"| {_num(r['gateway_e2e_p50_s'])} / {_num(r['reference_e2e_p50_s'])} "
+            f"| {_num(r['added_p50_s'])} | {_pct(r['share_p50'])} | {decode} |"
         )
     return lines
 
 
-def breakdown_markdown(rows: list[dict]) -> list[str]:
-    """Where a gateway request's time goes, from the gateway's own /metrics."""
-    if not any(r.get("gateway_decode_mean_s") is not None for r in rows):
-        return ["(the gateway's /metrics could not be read)"]
+STAGE_COLUMNS = (
+    ("upload_s", "upload (client)"),
+    ("receive_s", "receive"),
+    ("queue_s", "queue"),
+    ("decode_s", "decode"),
+    ("encode_s", "encode"),
+    ("store_s", "store"),
+    ("engine_input_s", "engine input"),
+    ("first_token_s", "first token"),
+    ("generation_s", "generation"),
+    ("rest_s", "rest"),
+)
+
+
+def stages_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(no successful request)"]
+    names = " | ".join(label for _, label in STAGE_COLUMNS)
     lines = [
-        (
-            "| gateway path | concurrency | gateway e2e mean (s) | decode in gateway mean (s) "
-            "| upstream (vLLM) mean (s) | rest: upload, queues, transfer (s) "
-            "| direct e2e mean (s) |"
-        ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| path | conc. | e2e | {names} |",
+        "| --- | ---: | ---: |" + " ---: |" * len(STAGE_COLUMNS),
     ]
     for r in rows:
-        decode, upstream = r.get("gateway_decode_mean_s"), r.get("gateway_upstream_mean_s")
-        rest = (
-            r["gateway_e2e_mean_s"] - decode - upstream
-            if decode is not None and upstream is not None
-            else None
-        )
-        lines.append(
-            f"| {r['gateway_path']} | {r['concurrency']} | {_num(r['gateway_e2e_mean_s'])} "
-            f"| {_num(decode)} | {_num(upstream)} | {_num(rest)} "
-            f"| {_num(r['direct_e2e_mean_s'])} |"
-        )
+        cells = " | ".join(_num(r.get(key)) for key, _ in STAGE_COLUMNS)
+        lines.append(f"| {r['path']} | {r['concurrency']} | {_num(r['e2e_s'])} | {cells} |")
     return lines
 
 
@@ -349,7 +445,7 @@ def write_markdown(out: Path, report: dict, plots: list[str]) -> Path:
     gpu_text = ", ".join(f"{g['name']} ({g['memory_total']})" for g in gpus) or "none"
     engine = stack.get("engine") or {}
     lines = [
-        "# Load benchmark: gateway vs direct-to-vLLM",
+        "# Load benchmark: the gateway against vLLM alone",
         "",
         f"- run: {report['started_at']} ({report['wall_s']:.0f} s wall"
         + (", **stopped by --duration-limit-s**" if report["truncated"] else "")
@@ -374,24 +470,36 @@ def write_markdown(out: Path, report: dict, plots: list[str]) -> Path:
         ),
         f"- SLOs for goodput: {report['slo']['text']}",
         "",
-        "## Gateway overhead",
+        "## Gateway cost",
         "",
         (
-            "Added latency = gateway-path end-to-end latency − direct-path end-to-end latency "
-            "for the same requests (same videos, question and max_tokens) in the same run; the "
-            "share is that difference over the gateway-path latency. The per-request share "
-            "pairs request *i* of both paths."
+            "Each gateway path against its reference in the same run, the same requests "
+            "(same videos, question and max_tokens): gateway-upload and gateway-data-url "
+            "against **direct-raw** (the raw video sent straight to vLLM, whose arc loader "
+            "decodes it: what any path must do), gateway-second-question against **direct** "
+            "(an input prepared beforehand: neither decodes). Ratio = gateway / reference: "
+            "latency below 1 and throughput above 1 mean the gateway path is faster. "
+            "Added = gateway − reference; gateway decode = queue + decode + container "
+            "encode in the gateway, mean per request and its share of the gateway's e2e."
         ),
         "",
         *overhead_markdown(report["gateway_overhead"]),
         "",
+        "## Where the time goes",
+        "",
         (
-            "Where the gateway path's time goes (means; decode and upstream as the gateway's "
-            "/metrics measured them during the batch). An upstream time above the direct "
-            "path's e2e is the engine slowed by the gateway's decoding on shared CPUs."
+            "Means per request, seconds. Gateway stages from its Server-Timing header: "
+            "receive (the request body), queue (waiting for a decode worker), decode (the "
+            "pipeline), encode (the forward form), store (an upload kept); engine input = "
+            "until vLLM's response headers, which it sends once the request's media is "
+            "loaded (container or raw decode) and processed; first token = after that "
+            "until the first token (scheduling, encoders, prefill); generation = the rest "
+            "of the tokens. For the direct paths engine input is the client's time to "
+            "headers (body transfer on loopback included). For gateway-upload, receive to "
+            "store happen during the upload (client), which rest does not count twice."
         ),
         "",
-        *breakdown_markdown(report["gateway_overhead"]),
+        *stages_markdown(report.get("stages") or []),
         "",
         "## Serving metrics per path and concurrency",
         "",
@@ -400,15 +508,23 @@ def write_markdown(out: Path, report: dict, plots: list[str]) -> Path:
         "## Videos",
         "",
         (
-            "| video | bytes | duration (s) | frames | prepared bytes | prepare (s) "
-            "| prompt tokens direct / gateway |"
+            "Prepare = the pipeline on the raw video in this process (what the engine's arc "
+            "loader does for direct-raw); container encode / decode = the forward form "
+            "written and read back in this process (median of 3; the read is what the "
+            "engine does for direct and the gateway's container mode)."
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "",
+        (
+            "| video | bytes | duration (s) | frames | prepared bytes | prepare (s) "
+            "| container encode / decode (s) | prompt tokens direct / gateway |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for v in report["videos"]:
         lines.append(
             f"| {v['name']} | {v['bytes']} | {v['duration_s']:.1f} | {v['frames']} "
             f"| {v['prepared_bytes']} | {v['prepare_s']:.2f} "
+            f"| {v['container_encode_s']:.3f} / {v['container_decode_s']:.3f} "
             f"| {v.get('prompt_tokens_direct')} / {v.get('prompt_tokens_gateway')} |"
         )
     if report.get("warnings"):
@@ -421,7 +537,7 @@ def write_markdown(out: Path, report: dict, plots: list[str]) -> Path:
 
 
 def write_plots(out: Path, report: dict) -> list[str] | None:
-    """latency.png, throughput.png, overhead.png; None when matplotlib is not importable."""
+    """latency.png, throughput.png, overhead.png, stages.png; None when matplotlib is not importable."""
     try:
         import matplotlib
 
@@ -495,15 +611,43 @@ def write_plots(out: Path, report: dict) -> list[str] | None:
                 continue
             x = [r["concurrency"] for r in mine]
             c = color[path]
-            axes[0].plot(x, [r["added_p50_s"] for r in mine], "-o", c=c, label=f"{path} p50")
-            axes[0].plot(x, [r["added_mean_s"] for r in mine], "--x", c=c, label=f"{path} mean")
-            for key, style in (("share_p50", "-o"), ("share_mean", "--x")):
-                share = [100 * (r[key] or 0) for r in mine]
-                axes[1].plot(x, share, style, c=c, label=f"{path} {key[6:]}")
-        axis(axes[0], "gateway added latency", "seconds")
-        axis(axes[1], "gateway share of end-to-end latency", "%")
+            label = f"{path} / {mine[0]['reference']}"
+            for key, style in (("e2e_p50_ratio", "-o"), ("e2e_p95_ratio", "--x")):
+                axes[0].plot(x, [r[key] for r in mine], style, c=c, label=f"{label} {key[4:7]}")
+            axes[1].plot(x, [r["throughput_ratio"] for r in mine], "-o", c=c, label=label)
+        for ax in axes:
+            ax.axhline(1.0, color="grey", lw=0.8)
+        axis(axes[0], "e2e latency, gateway / reference (<1: gateway faster)", "ratio")
+        axis(axes[1], "throughput, gateway / reference (>1: gateway faster)", "ratio")
         fig.tight_layout()
         fig.savefig(out / "overhead.png", dpi=110)
         plt.close(fig)
         written.append("overhead.png")
+
+    stage_rows = report.get("stages") or []
+    if stage_rows:
+        shown = [key for key, _ in STAGE_COLUMNS if key != "rest_s"]
+        labels = dict(STAGE_COLUMNS)
+        levels_seen = sorted({r["concurrency"] for r in stage_rows})
+        fig, axes = plt.subplots(
+            1, len(levels_seen), figsize=(5.5 * len(levels_seen), 4.2), squeeze=False
+        )
+        for ax, level in zip(axes[0], levels_seen):
+            mine = [r for r in stage_rows if r["concurrency"] == level]
+            names = [r["path"] for r in mine]
+            bottom = np.zeros(len(mine))
+            for i, key in enumerate(shown):
+                values = np.array([max(0.0, r.get(key) or 0.0) for r in mine])
+                if values.any():
+                    ax.barh(names, values, left=bottom, color=f"C{i}", label=labels[key])
+                bottom += values
+            ax.set_title(f"where the time goes, concurrency {level} (mean s)")
+            ax.set_xlabel("seconds")
+            ax.invert_yaxis()
+            ax.grid(alpha=0.3, axis="x")
+            ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / "stages.png", dpi=110)
+        plt.close(fig)
+        written.append("stages.png")
     return written

@@ -172,10 +172,12 @@ def launch_stack(
     gateway_args: list[str],
     logs: Path,
     say=print,
+    forward_mode: str = "container",
 ) -> Stack:
     """Writes the tiny checkpoint if asked (`checkpoint == "tiny"`) and starts `arc-serve`
     and `arc-gateway` on free loopback ports, both at once, without waiting for them
-    (`Stack.wait_healthy`): the caller prepares its inputs meanwhile."""
+    (`Stack.wait_healthy`): the caller prepares its inputs meanwhile. `forward_mode`
+    "shared": the gateway hands videos over in a directory the engine may read."""
     stack = Stack(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,13 @@ def launch_stack(
             served = ["--served-model-name", "arc-tiny"]
         else:
             served = []
+        if forward_mode == "shared":
+            forward = workdir / "forward"
+            forward.mkdir()
+            engine_args = [*engine_args, "--allowed-local-media-path", str(forward)]
+            gateway_args = [
+                *gateway_args, "--forward-mode", "shared", "--forward-dir", str(forward)
+            ]  # fmt: skip
         engine_port, gateway_port = free_port(), free_port()
         engine_url = f"http://127.0.0.1:{engine_port}"
         engine_cmd = [

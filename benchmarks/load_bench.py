@@ -1,20 +1,25 @@
 """Load benchmark of the whole service: concurrent clients sending real videos through the
-gateway and, in the same run, the same requests sent straight to vLLM with prepared inputs,
-so that the gateway's cost is a measured difference.
+gateway and, in the same run, the same requests sent straight to vLLM, so that the
+gateway's cost is a measured ratio against vLLM alone.
 
 Paths (all measured in one run, the same requests: same videos, question, max_tokens):
 
-    gateway-upload    POST /v1/files (multipart) then a streaming chat naming the file id
-    gateway-data-url  one streaming chat with the video as data:video/mp4;base64,...
-    direct            the chat sent to vLLM itself, the video prepared beforehand with the
-                      project's code (arc_media.pipeline + arc_media.prepared): the
-                      data:video/x-arc-prepared container the gateway forwards
+    gateway-upload           POST /v1/files (multipart) then a streaming chat naming the file
+    gateway-data-url         one streaming chat with the video as data:video/mp4;base64,...
+    gateway-second-question  a chat about a file uploaded before the batch (no decode)
+    direct-raw               the chat sent to vLLM itself with the raw video as a data URL:
+                             the engine's arc loader decodes it (vLLM without the gateway)
+    direct                   the chat sent to vLLM itself, the video prepared beforehand
+                             (arc_media.pipeline + arc_media.prepared, untimed)
 
-For each concurrency level and path it records TTFT, TPOT and end-to-end latency
-(p50/p95/p99), request and output-token throughput, goodput against the SLOs given, and
-errors by kind; the gateway's added latency (gateway e2e - direct e2e) and its share of the
-gateway's e2e latency head the report. Output: report.json, report.csv,
-gateway_overhead.csv, requests.csv, report.md and PNG plots (when matplotlib is importable).
+The headline is gateway / direct-raw for the paths that decode (latency p50 and p95 at each
+concurrency, and throughput) and gateway-second-question / direct for the one that does
+not. Per request it also records the time to the response headers and the gateway's
+Server-Timing stages (receive, queue, decode, encode, store, engine input), hence where the
+time goes per path. Per level and path: TTFT, TPOT and end-to-end latency (p50/p95/p99),
+request and output-token throughput, goodput against the SLOs given, errors by kind.
+Output: report.json, report.csv, gateway_overhead.csv, stages.csv, requests.csv, report.md
+and PNG plots (when matplotlib is importable).
 
     python -m benchmarks.load_bench                 # own loopback stack, tiny checkpoint
     python -m benchmarks.load_bench --quick         # smoke run (about a minute, mostly startup)
@@ -151,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"'{shlex.join(stk.GPU_ENGINE_ARGS)}' (caches off: both paths do the full work)",
     )
     own.add_argument(
+        "--forward-mode",
+        choices=("container", "shared"),
+        default="container",
+        help="how the gateway hands prepared videos to the engine: 'container' (a "
+        "compressed data URL, for an engine anywhere) or 'shared' (raw frames and audio in a "
+        "directory both read, by file://; same host)",
+    )
+    own.add_argument(
         "--gateway-args",
         default="",
         help="arc-gateway options, one shell-quoted string (e.g. '--decode-workers 4')",
@@ -247,6 +260,8 @@ class Video:
     frames: int = 0
     prepared_bytes: int = 0
     prepare_s: float = 0.0
+    container_encode_s: float = 0.0
+    container_decode_s: float = 0.0
 
     def summary(self) -> dict:
         return {
@@ -257,6 +272,8 @@ class Video:
             "frames": self.frames,
             "prepared_bytes": self.prepared_bytes,
             "prepare_s": self.prepare_s,
+            "container_encode_s": self.container_encode_s,
+            "container_decode_s": self.container_decode_s,
         }
 
 
@@ -290,18 +307,28 @@ def find_videos(sources: list[Path], max_s: float, quick: bool) -> tuple[list[Vi
 
 def prepare(video: Video) -> None:
     """The direct path's input: the project's pipeline and container, once per video
-    (what the gateway does per request and forwards)."""
+    (what the gateway does per request and forwards); and, timed apart, the container's
+    encode and decode (the forward form's cost on each side)."""
     from arc_media import prepared as prepared_media
     from arc_media.pipeline import prepare_video
 
     t0 = time.perf_counter()
     prepared = prepare_video(video.path)
+    video.prepare_s = time.perf_counter() - t0
     info = {
         "intervals": [list(i) for i in prepared.intervals],
         "frame_indices": prepared.frame_indices,
     }
-    container = prepared_media.encode(prepared.frames, prepared.audio, prepared.duration, info)
-    video.prepare_s = time.perf_counter() - t0
+    encodes, decodes = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        container = prepared_media.encode(prepared.frames, prepared.audio, prepared.duration, info)
+        t1 = time.perf_counter()
+        prepared_media.decode(container)
+        encodes.append(t1 - t0)
+        decodes.append(time.perf_counter() - t1)
+    video.container_encode_s = sorted(encodes)[1]
+    video.container_decode_s = sorted(decodes)[1]
     video.frames = prepared.num_frames
     video.prepared_bytes = len(container)
     video.prepared_data_url = (
@@ -330,6 +357,7 @@ class Bench:
         self.slo = slo
         self.bodies: dict[tuple[str, str], bytes] = {}
         self.uploaded: list[str] = []
+        self.stored: dict[str, str] = {}  # video name -> file id, for the second question
 
     def body(self, url: str, model: str | None) -> dict:
         a = self.args
@@ -362,6 +390,10 @@ class Bench:
         if key not in self.bodies:
             if path == rep.DIRECT:
                 body = self.body(video.prepared_data_url, self.target.model)
+            elif path == rep.DIRECT_RAW:
+                body = self.body(video.mp4_data_url, self.target.model)
+            elif path == "gateway-second-question":
+                body = self.body(self.stored[video.name], None)
             else:
                 body = self.body(video.mp4_data_url, None)
             self.bodies[key] = json.dumps(body).encode()
@@ -375,6 +407,8 @@ class Bench:
         usage = None
         done = False
         async with client.stream("POST", url, content=content, headers=headers) as response:
+            record.headers_s = time.perf_counter() - t0
+            record.add_timing(response.headers.get("server-timing"))
             record.status = response.status_code
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
@@ -422,10 +456,10 @@ class Bench:
         video = next(v for v in self.videos if v.name == record.video)
         t0 = time.perf_counter()
         try:
-            if path == rep.DIRECT:
+            if path in rep.DIRECT_PATHS:
                 url = self.target.engine_url + "/v1/chat/completions"
                 await self._stream(client, url, self.prebuilt(path, video), t0, record)
-            elif path == "gateway-data-url":
+            elif path in ("gateway-data-url", "gateway-second-question"):
                 url = self.target.gateway_url + "/v1/chat/completions"
                 await self._stream(client, url, self.prebuilt(path, video), t0, record)
             else:
@@ -436,6 +470,7 @@ class Bench:
                     headers=self.target.headers,
                 )
                 record.upload_s = time.perf_counter() - t0
+                record.add_timing(response.headers.get("server-timing"))
                 if response.status_code != 200:
                     record.status = response.status_code
                     record.error = f"upload HTTP {response.status_code}"
@@ -493,20 +528,26 @@ class Bench:
         duration = time.perf_counter() - t_batch
         return sorted(records, key=lambda r: r.index), duration
 
-    async def gateway_metrics(self) -> dict[str, float] | None:
-        """The gateway's own histograms (sum and count of decode and upstream seconds)
-        from its /metrics; None when it cannot be read."""
-        if not self.target.gateway_url:
-            return None
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.get(
-                    self.target.gateway_url + "/metrics", headers=self.target.headers
+    async def upload_all(self) -> None:
+        """Uploads every video once, untimed: the files the second question is about."""
+        self.stored.clear()
+        self.bodies = {k: v for k, v in self.bodies.items() if k[0] != "gateway-second-question"}
+        async with httpx.AsyncClient(timeout=self.args.request_timeout_s) as client:
+            for video in self.videos:
+                response = await client.post(
+                    self.target.gateway_url + "/v1/files",
+                    files={"file": (video.name, video.data, "application/octet-stream")},
+                    data={"purpose": "user_data"},
+                    headers=self.target.headers,
                 )
-            response.raise_for_status()
-        except httpx.HTTPError:
-            return None
-        return rep.parse_gateway_metrics(response.text)
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"uploading {video.name} for the second question: HTTP "
+                        f"{response.status_code} {response.text[:300]}"
+                    )
+                file_id = response.json()["id"]
+                self.uploaded.append(file_id)
+                self.stored[video.name] = file_id
 
     async def delete_uploads(self) -> None:
         if not self.uploaded or not self.target.gateway_url:
@@ -571,6 +612,8 @@ async def sweep(bench: Bench, state: dict, deadline: float, progress: Progress) 
     for path in paths:
         if args.warmup <= 0 or time.monotonic() >= deadline:
             break
+        if path == "gateway-second-question":
+            await bench.upload_all()
         records, seconds = await bench.batch(
             path, args.warmup, args.warmup, deadline, lambda r: None, first_index=0
         )
@@ -590,7 +633,8 @@ async def sweep(bench: Bench, state: dict, deadline: float, progress: Progress) 
             if time.monotonic() >= deadline:
                 state["truncated"] = True
                 return
-            before = await bench.gateway_metrics() if path != rep.DIRECT else None
+            if path == "gateway-second-question":
+                await bench.upload_all()
             partial: list[rep.Record] = []
             state["partial"] = (path, level, partial, time.perf_counter())
             records, seconds = await bench.batch(
@@ -599,8 +643,6 @@ async def sweep(bench: Bench, state: dict, deadline: float, progress: Progress) 
             state["partial"] = None
             state["records"] += records
             summary = rep.summarize(path, level, args.requests, records, seconds)
-            if before is not None:
-                summary["gateway_side"] = rep.gateway_side(before, await bench.gateway_metrics())
             state["levels"].append(summary)
             if summary["cancelled"] or summary["requests_sent"] < args.requests:
                 state["truncated"] = True
@@ -610,7 +652,7 @@ async def sweep(bench: Bench, state: dict, deadline: float, progress: Progress) 
                 f"e2e p50 {e2e['p50'] if e2e else float('nan'):.3f} s, "
                 f"{summary['request_throughput']:.2f} req/s, {seconds:.1f} s"
             )
-            if path == "gateway-upload":
+            if path in ("gateway-upload", "gateway-second-question"):
                 await bench.delete_uploads()
 
 
@@ -624,7 +666,7 @@ def build_report(args, argv, state, env, stack_info, videos, skipped, slo, t_wal
     tokens: dict[str, dict[str, set]] = {}
     for r in [*state["warmup"], *records]:
         if r.ok and r.prompt_tokens is not None:
-            side = "direct" if r.path == rep.DIRECT else "gateway"
+            side = "direct" if r.path in rep.DIRECT_PATHS else "gateway"
             tokens.setdefault(r.video, {}).setdefault(side, set()).add(r.prompt_tokens)
     warnings = list(state["warnings"]) + [f"skipped {s}" for s in skipped]
     video_rows = []
@@ -656,7 +698,7 @@ def build_report(args, argv, state, env, stack_info, videos, skipped, slo, t_wal
     config["videos"] = [str(v) for v in args.videos]
     return {
         "benchmark": "load",
-        "format_version": 1,
+        "format_version": 2,
         "label": args.label,
         "started_at": state["started_at"],
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -677,6 +719,7 @@ def build_report(args, argv, state, env, stack_info, videos, skipped, slo, t_wal
         "paths": {p: rep.PATH_HELP[p] for p in args.paths},
         "videos": video_rows,
         "gateway_overhead": rep.overhead(levels, records),
+        "stages": rep.stages(levels, records),
         "levels": levels,
         "warmup": [r.as_dict() for r in state["warmup"]],
         "requests": [r.as_dict() for r in records],
@@ -728,7 +771,9 @@ def main(argv: list[str] | None = None) -> int:
             else None
         )
         usable = [
-            p for p in args.paths if (engine_url if p == rep.DIRECT else gateway_url) is not None
+            p
+            for p in args.paths
+            if (engine_url if p in rep.DIRECT_PATHS else gateway_url) is not None
         ]
         if not usable:
             raise SystemExit("no path can run with the URLs given")
@@ -780,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
                 engine_args,
                 shlex.split(args.gateway_args),
                 args.out / "logs",
+                forward_mode=args.forward_mode,
                 say=log,
             )
         # Prepared inputs for the direct path (and data URLs), while the servers start.
@@ -803,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                 gateway_command=commands["gateway"],
                 engine_settings=shlex.join(engine_args) + f" (checkpoint {args.checkpoint})",
                 gateway_settings=args.gateway_args or "(defaults)",
+                forward_mode=args.forward_mode,
             )
         model = None
         if engine_url:
@@ -851,8 +898,10 @@ def main(argv: list[str] | None = None) -> int:
 
     report = build_report(args, argv, state, env, stack_info, videos, skipped, slo, t_wall)
     files = write_report(args.out, report)
-    print("\n## Gateway overhead\n")
+    print("\n## Gateway cost (gateway / reference)\n")
     print("\n".join(rep.overhead_markdown(report["gateway_overhead"])))
+    print("\n## Where the time goes (mean s)\n")
+    print("\n".join(rep.stages_markdown(report["stages"])))
     print("\n## Serving metrics\n")
     print("\n".join(rep.levels_markdown(report["levels"])))
     print(f"\nreports in {args.out}: {', '.join(f.name for f in files)}")

@@ -1,6 +1,6 @@
 """Smoke test of the load benchmark: `python -m benchmarks.load_bench --quick` starts its own
-loopback stack (tiny checkpoint, arc-serve, arc-gateway), measures both gateway paths and the
-direct path, and writes its reports."""
+loopback stack (tiny checkpoint, arc-serve, arc-gateway), measures the three gateway paths and
+the two direct ones, and writes its reports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,18 @@ import pytest
 pytestmark = pytest.mark.engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PATHS = {"gateway-upload", "gateway-data-url", "direct"}
+PATHS = {
+    "gateway-upload",
+    "gateway-data-url",
+    "gateway-second-question",
+    "direct-raw",
+    "direct",
+}
+REFERENCE = {
+    "gateway-upload": "direct-raw",
+    "gateway-data-url": "direct-raw",
+    "gateway-second-question": "direct",
+}
 
 
 def test_load_bench_quick(media_dir: Path, tmp_path: Path) -> None:
@@ -42,25 +53,45 @@ def test_load_bench_quick(media_dir: Path, tmp_path: Path) -> None:
         assert 0 < summary["ttft_s"]["p50"] <= summary["e2e_s"]["p50"]
         assert summary["output_tokens_mean"] == 2
         assert summary["request_throughput"] > 0
-    # Both paths sent the model the same input.
+    # Every path sent the model the same input.
     (video,) = report["videos"]
     assert video["prompt_tokens_direct"] == video["prompt_tokens_gateway"] > 0
+    assert video["container_decode_s"] > 0 and video["container_encode_s"] > 0
 
     rows = {r["gateway_path"]: r for r in report["gateway_overhead"]}
-    assert set(rows) == {"gateway-upload", "gateway-data-url"}
+    assert {p: r["reference"] for p, r in rows.items()} == REFERENCE
     for row in rows.values():
         assert row["added_p50_s"] == pytest.approx(
-            row["gateway_e2e_p50_s"] - row["direct_e2e_p50_s"]
+            row["gateway_e2e_p50_s"] - row["reference_e2e_p50_s"]
         )
-        assert row["share_p50"] == pytest.approx(row["added_p50_s"] / row["gateway_e2e_p50_s"])
-        assert row["paired_requests"] == 2
-        assert row["gateway_decode_mean_s"] > 0
+        assert row["e2e_p50_ratio"] == pytest.approx(
+            row["gateway_e2e_p50_s"] / row["reference_e2e_p50_s"]
+        )
+        assert row["throughput_ratio"] > 0 and row["paired_requests"] == 2
+    # The gateway decodes on the paths that send a video, not on the second question.
+    assert rows["gateway-data-url"]["gateway_decode_mean_s"] > 0
+    assert rows["gateway-upload"]["gateway_decode_mean_s"] > 0
+    assert rows["gateway-second-question"]["gateway_decode_mean_s"] == 0
+
+    # Where the time goes: the gateway's Server-Timing stages reached every request.
+    stages = {r["path"]: r for r in report["stages"]}
+    assert set(stages) == PATHS
+    for path in ("gateway-upload", "gateway-data-url"):
+        assert stages[path]["decode_s"] > 0 and stages[path]["encode_s"] > 0
+    assert stages["gateway-upload"]["store_s"] >= 0
+    for path, row in stages.items():
+        assert 0 < row["engine_input_s"] < row["e2e_s"], (path, row)
+        assert row["first_token_s"] > 0 and row["generation_s"] >= 0
+    for path in ("direct", "direct-raw"):
+        assert stages[path]["decode_s"] is None
 
     with (out / "report.csv").open() as handle:
         assert {r["path"] for r in csv.DictReader(handle)} == PATHS
     with (out / "gateway_overhead.csv").open() as handle:
         assert {r["gateway_path"] for r in csv.DictReader(handle)} == set(rows)
+    with (out / "stages.csv").open() as handle:
+        assert {r["path"] for r in csv.DictReader(handle)} == PATHS
     markdown = (out / "report.md").read_text()
-    assert "## Gateway overhead" in markdown and "share of e2e" in markdown
+    assert "## Gateway cost" in markdown and "## Where the time goes" in markdown
     for name in report["files"]:
         assert (out / name).is_file(), name
