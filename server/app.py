@@ -1,8 +1,9 @@
 """The gateway's HTTP API (FastAPI): OpenAI-compatible chat with video, files, health, metrics.
 
 A chat request's video (a file id, a data URL or an https URL) is prepared here, in the
-decode workers, and forwarded to vLLM as the plugin's compact prepared container, so
-vLLM never sees the user's file. This module only wires the app: the shared state
+decode workers, and forwarded to vLLM as the plugin's prepared container (a data: URL, or
+a file:// URL in a folder the engine shares in `--forward-mode shared`), so vLLM never
+sees the user's file. This module only wires the app: the shared state
 (`server.state`), its start and stop, the request log, the error handlers and the routers
 (`server.routes`: chat, files, health).
 """
@@ -34,7 +35,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        log.info(json.dumps({"event": "ready", "upstream": settings.upstream_url}))
+        ready = {
+            "event": "ready",
+            "upstream": settings.upstream_url,
+            "forward_mode": settings.forward_mode,
+            "decode_workers": settings.decode_workers,
+        }
+        log.info(json.dumps(ready))
         try:
             yield
         finally:

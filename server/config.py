@@ -11,14 +11,57 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ENV_PREFIX = "ARC_GATEWAY_"
 MB = 1024 * 1024
 
 
+FORWARD_MODES = ("container", "shared")
+
+
 def _default_files_dir() -> str:
     return str(Path.home() / ".cache" / "arc-video-serve" / "files")
+
+
+def cgroup_cpu_quota(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> float | None:
+    """CPUs this process's cgroup v2 `cpu.max` allows (the tightest of its cgroup and
+    their parents'), or None without a quota (or without cgroup v2)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    paths = [line[3:] for line in lines if line.startswith("0::")]
+    if not paths:
+        return None
+    folder = root / paths[0].lstrip("/")
+    quotas = []
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                quotas.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    return min(quotas) if quotas else None
+
+
+def usable_cpus() -> int:
+    """CPUs the gateway may use: its CPU affinity, bounded by a cgroup v2 quota (a
+    container's `cpus:` limit) rounded down, at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, int(quota))
+    return max(1, count)
 
 
 @dataclass
@@ -54,7 +97,12 @@ class Settings:
         default=86400, metadata={"help": "stored files expire this many seconds after upload"}
     )
     decode_workers: int = field(
-        default=2, metadata={"help": "worker processes that probe and decode videos"}
+        default_factory=usable_cpus,
+        metadata={
+            "help": "worker processes that probe and decode videos; by default one per CPU "
+            "the gateway may use (its CPU affinity, bounded by a cgroup v2 cpu.max quota, "
+            "e.g. a container's cpus: limit, rounded down; at least 1)"
+        },
     )
     max_queue: int = field(
         default=64,
@@ -106,6 +154,31 @@ class Settings:
             "loopback, over http too (repeatable; for internal stores and tests)"
         },
     )
+    forward_mode: str = field(
+        default="container",
+        metadata={
+            "choices": FORWARD_MODES,
+            "help": "how prepared videos reach the engine: container (a data: URL of the "
+            "compact JPEG/FLAC container in the request; any engine, remote ones too) or "
+            "shared (the raw container written to --forward-dir and sent as a file:// URL: "
+            "no codec, no base64; only where the engine reads that folder, started with "
+            "--allowed-local-media-path set to --engine-forward-dir)",
+        },
+    )
+    forward_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "shared mode: where the gateway writes forwarded videos, each removed when "
+            "its answer is done (default <files-dir>/forward)"
+        },
+    )
+    engine_forward_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "shared mode: the same folder as the engine sees it, an absolute path "
+            "(default: --forward-dir)"
+        },
+    )
     video_tokens_per_frame: int = field(
         default=114, metadata={"help": "prompt tokens per frame, for usage.video_tokens"}
     )
@@ -115,9 +188,36 @@ class Settings:
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
+    def __post_init__(self) -> None:
+        if self.forward_mode not in FORWARD_MODES:
+            raise ValueError(
+                f"forward_mode must be one of {', '.join(FORWARD_MODES)}, not {self.forward_mode!r}"
+            )
+        if self.decode_workers < 1:
+            raise ValueError("decode_workers must be at least 1")
+        if (
+            self.forward_mode == "shared"
+            and not PurePosixPath(self.engine_forward_path).is_absolute()
+        ):
+            raise ValueError("engine_forward_dir must be an absolute path (the engine's view)")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MB)
+
+    @property
+    def shared_forward(self) -> bool:
+        return self.forward_mode == "shared"
+
+    @property
+    def forward_path(self) -> Path:
+        """Where the gateway writes forwarded videos (shared mode)."""
+        return Path(self.forward_dir or Path(self.files_dir) / "forward").absolute()
+
+    @property
+    def engine_forward_path(self) -> str:
+        """That folder as the engine sees it."""
+        return self.engine_forward_dir or str(self.forward_path)
 
 
 def _flag(name: str) -> str:
@@ -146,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         if item.type in ("list[str]",):
             parser.add_argument(_flag(item.name), action="append", help=help_text)
         else:
-            parser.add_argument(_flag(item.name), help=help_text, default=None)
+            choices = item.metadata.get("choices")
+            parser.add_argument(_flag(item.name), help=help_text, default=None, choices=choices)
     return parser
 
 

@@ -180,6 +180,23 @@ class FileStore:
         _touch(path)
         return handle, summary
 
+    def link_prepared(
+        self, file_id: str, start: float | None, end: float | None, dest: Path
+    ) -> tuple[dict, str] | None:
+        """The prepared container of the file (or of a clip of it) put at `dest` (shared
+        mode's forward folder) by a hard link, or a copy where links fail (another
+        filesystem); (its summary, "link" or "copy"), or None if it is not cached."""
+        path = self._dir(file_id) / _prepared_name(start, end)
+        try:
+            summary = json.loads(path.with_name(path.name + ".json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        how = link_or_copy(path, dest)
+        if how is None:
+            return None
+        _touch(path)
+        return summary, how
+
     def keep_prepared(
         self, file_id: str, start: float | None, end: float | None, container: Path, summary: dict
     ) -> None:
@@ -196,10 +213,7 @@ class FileStore:
         tmp = folder / f".{secrets.token_hex(8)}"
         tmp.write_bytes(encoded)
         tmp.replace(folder / (name + ".json"))
-        try:
-            os.link(container, tmp)
-        except OSError:  # a filesystem without hard links (some network ones)
-            shutil.copyfile(container, tmp)
+        link_or_copy(container, tmp)
         _touch(tmp)
         tmp.replace(folder / name)
 
@@ -246,6 +260,25 @@ class FileStore:
             if need <= free:
                 return True
         return False
+
+
+def link_or_copy(source: Path, dest: Path) -> str | None:
+    """`dest` made the same file as `source`: a hard link, or a copy on a filesystem
+    without them or across filesystems. "link" or "copy"; None if `source` is gone."""
+    try:
+        os.link(source, dest)
+        return "link"
+    except FileNotFoundError:
+        return None
+    except OSError:  # another filesystem, or one without hard links (some network ones)
+        pass
+    try:
+        shutil.copyfile(source, dest)
+    except FileNotFoundError:
+        if not source.exists():
+            return None
+        raise
+    return "copy"
 
 
 def _not_found(file_id: str) -> APIError:

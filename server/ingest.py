@@ -2,7 +2,8 @@
 
 Each job runs the project's one preprocessing pipeline (`arc_media.pipeline`, the
 code the plugin runs on a raw video) on a file on disk and returns the prepared form in
-the compact container the plugin's `arc` loader reads (`arc_media.prepared`).
+the container the plugin's `arc` loader reads (`arc_media.prepared`): the compact JPEG/FLAC
+encoding in container mode, the raw one (no codec) in shared mode.
 Workers are separate processes so a hostile file can only take down a worker: ffmpeg
 runs with protocol and demuxer allow-lists, `-nostdin`, no shell, bounded probing, and
 address-space, CPU-seconds and wall-clock limits; the frames decode in the worker itself
@@ -135,8 +136,10 @@ def prepare_job(
     max_pixels: int,
     timeout_s: float,
     font: str | None,
+    encoding: str = "jpeg-flac",
 ) -> tuple[bytes, dict]:
-    """Runs in a worker: file -> (prepared container bytes, summary)."""
+    """Runs in a worker: file -> (prepared container bytes, summary); `encoding` is the
+    container's (arc_media.prepared: "jpeg-flac" or "raw")."""
     from arc_media import prepared
     from arc_media.limits import Limits
     from arc_media.pipeline import prepare_video
@@ -155,7 +158,7 @@ def prepare_job(
     )
     decoded_s = time.perf_counter() - t0
     info = {"intervals": [list(i) for i in video.intervals], "frame_indices": video.frame_indices}
-    container = prepared.encode(video.frames, video.audio, video.duration, info)
+    container = prepared.encode(video.frames, video.audio, video.duration, info, encoding=encoding)
     encode_s = time.perf_counter() - t0 - decoded_s
     probe = video.probe
     summary = VideoSummary(
@@ -246,6 +249,8 @@ class Ingestor:
         self.settings = settings
         self.metrics = metrics
         self.job = job or prepare_job  # tests inject faults here
+        # The forward form: raw where the engine reads the gateway's files (shared mode).
+        self.encoding = "raw" if settings.shared_forward else "jpeg-flac"
         self.pending = 0
         # Where workers leave prepared containers (the file store's, on the same disk).
         self.out_dir = Path(settings.files_dir) / ".incoming"
@@ -286,13 +291,13 @@ class Ingestor:
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
 
-    async def _run(self, args: tuple) -> tuple[Path, dict]:
+    async def _run(self, args: tuple, out_dir: Path) -> tuple[Path, dict]:
         """One job on an idle worker; a worker that dies gets one retry in a fresh one.
-        The prepared container is left in a file (the caller's to move or remove): it is
-        never held whole in the gateway's memory."""
+        The prepared container is left in a file in `out_dir` (the caller's to move or
+        remove): it is never held whole in the gateway's memory."""
         # A margin over the ffmpeg limit, which normally fires first.
         timeout_s = self.settings.decode_timeout_s + 30
-        out = self.out_dir / f"{os.urandom(12).hex()}.arcz"
+        out = out_dir / f"{os.urandom(12).hex()}.arcz"
         for attempt in (1, 2):
             worker = await self.idle.get()
             try:
@@ -318,9 +323,14 @@ class Ingestor:
         raise AssertionError("unreachable")
 
     async def prepare(
-        self, path: Path, start: float | None = None, end: float | None = None
+        self,
+        path: Path,
+        start: float | None = None,
+        end: float | None = None,
+        out_dir: Path | None = None,
     ) -> tuple[Path, VideoSummary]:
-        """(the prepared container's file, which the caller moves or removes; summary)."""
+        """(the prepared container's file, in `out_dir` (default: beside the file store),
+        which the caller moves or removes; summary)."""
         from arc_media.limits import FontError, MediaError, MediaTimeoutError
 
         if self.pending >= self.capacity:
@@ -334,9 +344,18 @@ class Ingestor:
         self.metrics.queue_depth.set(self.pending)
         s = self.settings
         submitted_at = time.time()
-        args = (str(path), start, end, s.max_duration_s, s.max_pixels, s.decode_timeout_s, s.font)
+        args = (
+            str(path),
+            start,
+            end,
+            s.max_duration_s,
+            s.max_pixels,
+            s.decode_timeout_s,
+            s.font,
+            self.encoding,
+        )
         try:
-            container, summary = await self._run(args)
+            container, summary = await self._run(args, out_dir or self.out_dir)
         except MediaTimeoutError as e:
             message = f"the video could not be prepared in time: {_no_path(e, path)}"
             raise APIError(422, message, "video_timeout") from None

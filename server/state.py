@@ -13,7 +13,7 @@ from .inflight import InFlight
 from .ingest import Ingestor
 from .metrics import Metrics
 from .upstream import Upstream
-from .videos import VideoSources
+from .videos import VideoSources, prepare_forward_dir
 
 
 class Gateway:
@@ -33,6 +33,8 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
+        if s.shared_forward:
+            prepare_forward_dir(s)  # writable, or the gateway does not start
         self._ingestor = Ingestor(s, self.metrics)
         self._videos = VideoSources(s, self.metrics, self.store, self._ingestor)
         self._upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout_s)

@@ -95,19 +95,24 @@ _PIECE = 3 * 1024 * 1024
 
 
 class Body:
-    """The upstream request's JSON, with the prepared video's data URL written piece by
-    piece from its file as it is sent: the gateway never holds the video in memory."""
+    """The upstream request's JSON. The video is an open container, whose data URL is
+    written piece by piece from its file as it is sent (the gateway never holds the video
+    in memory), or a plain URL (shared mode's file://), which goes in the JSON as it is."""
 
-    def __init__(self, payload: dict, video: BinaryIO | None, size: int, mime: str):
+    def __init__(self, payload: dict, video: BinaryIO | str | None, size: int, mime: str):
+        parts = [p for p in payload["messages"][0]["content"] if p["type"] == "video_url"]
+        if isinstance(video, str):
+            for part in parts:
+                part["video_url"]["url"] = video
+            video = None
         self.video = video
         if video is None:
             self.head, self.tail = json.dumps(payload).encode(), b""
             self.length = len(self.head)
             return
         mark = "arc-video-" + secrets.token_hex(8)
-        for part in payload["messages"][0]["content"]:
-            if part["type"] == "video_url":
-                part["video_url"]["url"] = mark
+        for part in parts:
+            part["video_url"]["url"] = mark
         self.head, self.tail = json.dumps(payload).encode().split(mark.encode())
         self.head += f"data:{mime};base64,".encode()
         self.length = len(self.head) + 4 * ((size + 2) // 3) + len(self.tail)

@@ -1,16 +1,29 @@
 """The video-source service: a chat request's video (a stored file id, a data URL or an
-https URL) turned into the prepared container that goes to vLLM.
+https URL) turned into the prepared container that goes to vLLM, and how it goes there.
 
 Stored files are prepared once and their container kept by the file store; data URLs and
 URLs are written to disk, prepared in the decode workers and dropped when the question is
-done. Everything a source holds (pins, temporary files, open containers) is released when
-the caller's `cleanup` stack closes.
+done. Everything a source holds (pins, temporary files, open containers, forwarded files)
+is released when the caller's `cleanup` stack closes.
+
+Two forward modes (`--forward-mode`): `container` sends the compact JPEG/FLAC container
+in the request as a data: URL (read from an open file as the request goes out); `shared`
+puts the raw container in the forward folder, which the engine reads too, under a random
+name, and sends its file:// URL: no codec, no base64, no JSON to parse. The file is
+removed when the answer is done, whatever ended it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
 from contextlib import ExitStack
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from . import safe_fetch
@@ -21,6 +34,63 @@ from .ingest import Ingestor, VideoSummary
 from .metrics import Metrics
 from .schemas import VideoOptions
 from .uploads import ChatBody, decode_data_url
+
+log = logging.getLogger("arc.gateway")
+
+
+@dataclass
+class Forward:
+    """What goes upstream for the video: an open container sent as a data: URL
+    (container mode) or a file:// URL of a file in the forward folder (shared mode)."""
+
+    size: int
+    handle: BinaryIO | None = None
+    url: str | None = None
+
+    @property
+    def upstream(self) -> BinaryIO | str:
+        """What `upstream.Body` takes: the open container, or the URL."""
+        if self.url is not None:
+            return self.url
+        assert self.handle is not None
+        return self.handle
+
+
+def prepare_forward_dir(settings: Settings) -> None:
+    """Shared mode, at start-up: the forward folder exists and is writable (else the
+    gateway does not start), files left by an earlier run that no answer can still need
+    are removed, and the log says what the engine needs."""
+    folder = settings.forward_path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RuntimeError(
+            f"--forward-mode shared: the forward folder {folder} is not writable: {e}"
+        ) from None
+    # The engine reads a forwarded file when the request arrives, before it is scheduled:
+    # one older than the upstream timeout belongs to no answer in progress.
+    stale = time.time() - settings.upstream_timeout_s
+    removed = 0
+    for item in folder.glob("*.arcz"):
+        try:
+            if item.stat().st_mtime < stale:
+                item.unlink()
+                removed += 1
+        except OSError:
+            continue
+    event = {
+        "event": "forward_mode",
+        "mode": "shared",
+        "forward_dir": str(folder),
+        "engine_forward_dir": settings.engine_forward_path,
+        "stale_removed": removed,
+        "engine_needs": f"--allowed-local-media-path {settings.engine_forward_path} "
+        "(the same folder, readable by the engine)",
+    }
+    log.info(json.dumps(event))
 
 
 class VideoSources:
@@ -37,29 +107,43 @@ class VideoSources:
 
     async def video_from_url(
         self, url: str, options: VideoOptions, body: ChatBody, cleanup: ExitStack, log_fields: dict
-    ) -> tuple[BinaryIO, VideoSummary, str | None]:
-        """(the prepared container, open; summary; file id when it is a stored file). The
-        container is closed, and a stored file unpinned, when `cleanup` closes (the
-        question is done)."""
+    ) -> tuple[Forward, VideoSummary, str | None]:
+        """(what goes upstream; summary; file id when it is a stored file). The container
+        is closed or the forwarded file removed, and a stored file unpinned, when `cleanup`
+        closes (the question is done)."""
         s = self.settings
+        log_fields["forward_mode"] = s.forward_mode
         if url.startswith("file-"):
             stored = cleanup.enter_context(self.store.using(url))
             log_fields["video_source"] = "file"
-            cached = self.store.prepared(stored.id, options.start, options.end)
-            if cached is not None:
-                handle, summary = cached
-                cleanup.callback(handle.close)
-                log_fields.update(prepared_cache="hit", decode_s=0.0, encode_s=0.0)
-                return handle, VideoSummary(**summary), stored.id
+            if s.shared_forward:
+                dest = self._forward_name(cleanup)
+                linked = self.store.link_prepared(stored.id, options.start, options.end, dest)
+                if linked is not None:
+                    summary, how = linked
+                    log_fields.update(
+                        prepared_cache="hit", decode_s=0.0, encode_s=0.0, forward_copy=how
+                    )
+                    return self._shared(dest), VideoSummary(**summary), stored.id
+            else:
+                cached = self.store.prepared(stored.id, options.start, options.end)
+                if cached is not None:
+                    handle, summary = cached
+                    cleanup.callback(handle.close)
+                    log_fields.update(prepared_cache="hit", decode_s=0.0, encode_s=0.0)
+                    size = os.fstat(handle.fileno()).st_size
+                    return Forward(size, handle=handle), VideoSummary(**summary), stored.id
             container, summary = await self._prepare_file(
                 self.store.source_path(stored.id), options
             )
-            handle = self._open_container(container, cleanup)
-            self.store.keep_prepared(
-                stored.id, options.start, options.end, container, summary.as_dict()
-            )
-            container.unlink(missing_ok=True)
-            return handle, summary, stored.id
+            try:
+                self.store.keep_prepared(
+                    stored.id, options.start, options.end, container, summary.as_dict()
+                )
+                forward = self._forward(container, cleanup)
+            finally:
+                container.unlink(missing_ok=True)
+            return forward, summary, stored.id
 
         spooled = body.files.get(url)
         if spooled is not None:  # a data URL, decoded to disk as it arrived
@@ -93,28 +177,55 @@ class VideoSources:
 
     async def _prepare_upload(
         self, path: Path, size: int, options: VideoOptions, cleanup: ExitStack, log_fields: dict
-    ) -> tuple[BinaryIO, VideoSummary, None]:
+    ) -> tuple[Forward, VideoSummary, None]:
         self.metrics.upload_bytes.inc(size)
         log_fields["bytes_in"] = size
         if size == 0:
             raise APIError(400, "the video is empty (0 bytes)", "empty_file")
-        container, summary = await self._prepare_file(path, options)
-        handle = self._open_container(container, cleanup)
-        container.unlink()  # the open handle keeps it readable until the answer is done
+        if self.settings.shared_forward:
+            # Written by the worker straight into the forward folder: no move, no copy.
+            out_dir = self.settings.forward_path
+            container, summary = await self.ingestor.prepare(
+                path, options.start, options.end, out_dir=out_dir
+            )
+            cleanup.callback(container.unlink, missing_ok=True)
+            forward = self._shared(container)
+        else:
+            container, summary = await self._prepare_file(path, options)
+            forward = self._forward(container, cleanup)
+            container.unlink()  # the open handle keeps it readable until the answer is done
         log_fields["decode_wait_s"] = summary.wait_s
         if summary.notes:
             log_fields["video_notes"] = summary.notes
-        return handle, summary, None
+        return forward, summary, None
 
-    @staticmethod
-    def _open_container(container: Path, cleanup: ExitStack) -> BinaryIO:
+    def _forward_name(self, cleanup: ExitStack) -> Path:
+        """A new name in the forward folder, removed when the question is done."""
+        dest = self.settings.forward_path / f"{secrets.token_hex(16)}.arcz"
+        cleanup.callback(dest.unlink, missing_ok=True)
+        return dest
+
+    def _shared(self, path: Path) -> Forward:
+        engine_path = PurePosixPath(self.settings.engine_forward_path, path.name)
+        return Forward(path.stat().st_size, url=engine_path.as_uri())
+
+    def _forward(self, container: Path, cleanup: ExitStack) -> Forward:
+        """The container in `container` (left there, the caller removes it) as it goes
+        upstream: opened (container mode) or put in the forward folder (shared mode)."""
+        if self.settings.shared_forward:
+            dest = self._forward_name(cleanup)
+            try:
+                container.replace(dest)
+            except OSError:  # the forward folder is on another filesystem
+                shutil.copyfile(container, dest)
+            return self._shared(dest)
         try:
             handle = container.open("rb")
         except OSError:
             container.unlink(missing_ok=True)
             raise
         cleanup.callback(handle.close)
-        return handle
+        return Forward(os.fstat(handle.fileno()).st_size, handle=handle)
 
     def fetch_policy(self) -> safe_fetch.FetchPolicy:
         s = self.settings

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import suppress
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -42,6 +41,7 @@ from ..schemas import (
 from ..state import Gateway, GatewayDep, public_model_name
 from ..uploads import MAX_JSON_BYTES, ChatBody, read_chat_body
 from ..upstream import TRANSPORT_ERRORS, Body, unavailable
+from ..videos import Forward
 
 log = logging.getLogger("arc.gateway")
 T = TypeVar("T")
@@ -96,18 +96,19 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
 
     # The upstream request is rebuilt from validated fields only.
     content: list[dict[str, Any]] = []
-    container: BinaryIO | None = None
+    forward: Forward | None = None
     summary: VideoSummary | None = None
     file_id: str | None = None
     for part in parts:
         if part.type == "text":
             content.append({"type": "text", "text": part.text})
             continue
-        container, summary, file_id = await gateway.videos.video_from_url(
+        forward, summary, file_id = await gateway.videos.video_from_url(
             _part_url(part), options, body, cleanup, fields
         )
-        metrics.forwarded_bytes.inc(os.fstat(container.fileno()).st_size)
-        # The data URL itself is written as the request goes out (upstream.Body).
+        metrics.forwarded_bytes.inc(forward.size)
+        # The URL (a data URL written as the request goes out, or the forwarded file's
+        # file:// URL) is put in by upstream.Body.
         content.append({"type": "video_url", "video_url": {"url": ""}})
         fields.setdefault("decode_s", summary.decode_s)
         fields.setdefault("encode_s", summary.encode_s)
@@ -135,8 +136,8 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
         headers["x-arc-file-id"] = file_id
     usage_extra = _video_usage(summary, s.video_tokens_per_frame) if summary else None
 
-    size = os.fstat(container.fileno()).st_size if container else 0
-    upstream_body = Body(payload, container, size, PREPARED_MIME)
+    video = forward.upstream if forward else None
+    upstream_body = Body(payload, video, forward.size if forward else 0, PREPARED_MIME)
     if req.stream:
         return await _stream(gateway, held, upstream_body, headers, task, name, usage_extra, fields)
 
