@@ -37,9 +37,19 @@ def golden_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[tuple[str, Path]]:
+def forward_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder the session engine reads file:// URLs from, for gateways in
+    `--forward-mode shared` (each test's gateway uses a folder of its own inside)."""
+    return tmp_path_factory.mktemp("forward").resolve()
+
+
+@pytest.fixture(scope="session")
+def engine(
+    tmp_path_factory: pytest.TempPathFactory, media_dir: Path, forward_root: Path
+) -> Iterator[tuple[str, Path]]:
     """One `arc-serve` (vLLM + plugin, float32) on a generated tiny checkpoint for the whole
-    session: (base URL, checkpoint). Local media may be sent as file:// URLs."""
+    session: (base URL, checkpoint). Local media and `forward_root` may be sent as file://
+    URLs: vLLM takes one allowed folder, so it is the folder the two have in common."""
     from servers import free_port, start_engine, stop
 
     from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
@@ -47,8 +57,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterato
     checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "engine.log"
-    proc = start_engine(
-        checkpoint, port, log, ["--allowed-local-media-path", str(media_dir.resolve())]
-    )
+    allowed = os.path.commonpath([media_dir.resolve(), forward_root])
+    proc = start_engine(checkpoint, port, log, ["--allowed-local-media-path", allowed])
     yield f"http://127.0.0.1:{port}", checkpoint
     stop(proc)

@@ -547,3 +547,50 @@ def test_tensor_schema_accepts_what_the_processor_gives(
     with pytest.raises(ValueError, match="input_features"):
         ARCVideoInputs(**{**batch, "input_features": batch["input_features"][:, :80]},
                        resolve_bindings={"s": 640})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# the gateway's forward forms, as the engine reads them
+
+
+@pytest.mark.parametrize("name", ["w33698kgs05.mp4", "c3522vbgwaw.mp4"])
+def test_shared_forward_gives_what_the_plugin_makes_of_the_file(
+    processor: Any, media_dir: Path, tmp_path: Path, name: str
+) -> None:
+    """`--forward-mode shared`: the decode worker's raw container, read by vLLM from a
+    file:// URL in the allowed folder, gives the processor the same outputs as the original
+    file sent to the `arc` loader: pixels bit-exact, features equal (within 1e-4 allowed),
+    the same ids and positions. The JPEG/FLAC container's distance is printed beside it."""
+    from vllm.multimodal.media.connector import MediaConnector
+
+    from server.ingest import prepare_job
+
+    path = media_dir / name
+    direct = run(processor, video_io().load_bytes(path.read_bytes()))
+    media = MediaConnector(
+        media_io_kwargs={"video": {"video_backend": "arc"}},
+        allowed_local_media_path=str(tmp_path.resolve()),
+    )
+    got = {}
+    for encoding in ("raw", "jpeg-flac"):
+        container, _ = prepare_job(str(path), None, None, 3600, 3840 * 2160, 300, None, encoding)
+        forwarded = tmp_path / f"{encoding}.arcz"
+        forwarded.write_bytes(container)
+        got[encoding] = run(processor, media.fetch_video(forwarded.resolve().as_uri()))
+    for encoding, result in got.items():
+        pixels = (result["pixel_values"].float() - direct["pixel_values"].float()).abs()
+        features = (result["input_features"].float() - direct["input_features"].float()).abs()
+        print(
+            f"{name} {encoding}: pixel_values max {pixels.max():.4f} mean {pixels.mean():.2e}, "
+            f"features max {features.max():.2e} mean {features.mean():.2e}"
+        )
+    shared = got["raw"]
+    assert shared["ids"] == direct["ids"]
+    assert torch.equal(shared["positions"], direct["positions"])
+    assert shared["duration"] == direct["duration"]
+    assert torch.equal(
+        shared["pixel_values"].view(torch.int16), direct["pixel_values"].view(torch.int16)
+    )
+    delta = (shared["input_features"].float() - direct["input_features"].float()).abs()
+    assert delta.max() <= 1e-4, delta.max()
+    assert shared["hash"] != got["jpeg-flac"]["hash"]  # another item: its pixels differ
