@@ -19,6 +19,7 @@ A job that runs past its time limit, or whose client went away, has its worker k
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import multiprocessing
@@ -382,15 +383,14 @@ class Ingestor:
                 "the video crashed the decoder twice (over its memory or CPU limits)",
                 "decoder_crashed",
             ) from None
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise _unprocessable(e) from None
+            # The container's folder (shared mode: the forward tmpfs) is full.
+            raise forward_full() from None
         except Exception as e:  # noqa: BLE001
             # Whatever else a hostile file makes the pipeline raise is about the video.
-            event = {"event": "decode_failed", "error": type(e).__name__, "detail": str(e)}
-            log.error(json.dumps(event))
-            raise APIError(
-                422,
-                f"the video could not be prepared ({type(e).__name__})",
-                "video_unprocessable",
-            ) from None
+            raise _unprocessable(e) from None
         finally:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
@@ -403,6 +403,24 @@ class Ingestor:
         self.metrics.probe_seconds.observe(result.probe_s)
         self.metrics.frames_sampled.observe(result.frames)
         return container, result
+
+
+def _unprocessable(error: Exception) -> APIError:
+    event = {"event": "decode_failed", "error": type(error).__name__, "detail": str(error)}
+    log.error(json.dumps(event))
+    return APIError(
+        422, f"the video could not be prepared ({type(error).__name__})", "video_unprocessable"
+    )
+
+
+def forward_full() -> APIError:
+    log.error(json.dumps({"event": "forward_dir_full"}))
+    return APIError(
+        507,
+        "the gateway has no room left for the videos it is forwarding; retry shortly",
+        "storage_full",
+        headers={"Retry-After": "10"},
+    )
 
 
 def _no_path(error: Exception, path: Path) -> str:

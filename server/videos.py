@@ -15,13 +15,15 @@ removed when the answer is done, whatever ended it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import secrets
 import shutil
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -30,7 +32,7 @@ from . import safe_fetch
 from .config import Settings
 from .errors import APIError
 from .files import FileStore
-from .ingest import Ingestor, VideoSummary
+from .ingest import Ingestor, VideoSummary, forward_full
 from .metrics import Metrics
 from .schemas import VideoOptions
 from .uploads import ChatBody, decode_data_url
@@ -93,6 +95,17 @@ def prepare_forward_dir(settings: Settings) -> None:
     log.info(json.dumps(event))
 
 
+@contextmanager
+def _room_to_forward() -> Iterator[None]:
+    """A full forward folder (a tmpfs sized for the answers in progress) is a 507."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise forward_full() from None
+        raise
+
+
 class VideoSources:
     """Prepares a chat request's video from whichever source it names."""
 
@@ -118,7 +131,8 @@ class VideoSources:
             log_fields["video_source"] = "file"
             if s.shared_forward:
                 dest = self._forward_name(cleanup)
-                linked = self.store.link_prepared(stored.id, options.start, options.end, dest)
+                with _room_to_forward():
+                    linked = self.store.link_prepared(stored.id, options.start, options.end, dest)
                 if linked is not None:
                     summary, how = linked
                     log_fields.update(
@@ -217,7 +231,8 @@ class VideoSources:
             try:
                 container.replace(dest)
             except OSError:  # the forward folder is on another filesystem
-                shutil.copyfile(container, dest)
+                with _room_to_forward():
+                    shutil.copyfile(container, dest)
             return self._shared(dest)
         try:
             handle = container.open("rb")
