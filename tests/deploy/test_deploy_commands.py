@@ -106,6 +106,10 @@ def test_cpu_stack_commands_answer_through_the_gateway(
     args = [defaults(a) for a in services["vllm-cpu"]["command"]]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(engine_port)
+    # The `forward` volume both mount (shared forward mode): a folder here.
+    forward = tmp_path / "forward"
+    forward.mkdir()
+    args[args.index("--allowed-local-media-path") + 1] = str(forward)
     engine_cmd = [console(entrypoint("cpu-engine.Dockerfile")), *args]
     # The image's ENV (its HOME moved here), then the service's environment; PATH has no
     # compiler, as in the image.
@@ -152,6 +156,7 @@ def test_cpu_stack_commands_answer_through_the_gateway(
             ARC_GATEWAY_FILES_DIR=str(tmp_path / "files"),
             ARC_GATEWAY_UPSTREAM_URL=f"http://127.0.0.1:{engine_port}",
             ARC_GATEWAY_DECODE_WORKERS="1",  # this machine has 2 cores
+            ARC_GATEWAY_FORWARD_DIR=str(forward),
         )
         gateway_log = tmp_path / "gateway.log"
         gateway = subprocess.Popen(
@@ -186,6 +191,9 @@ def test_cpu_stack_commands_answer_through_the_gateway(
         assert reply.choices[0].message.content is not None
         assert reply.usage.video["frames"] == 8
         assert "arc_gateway_request_seconds" in httpx.get(base + "/metrics").text
+        # Forwarded through the shared folder (the compose default), and removed after.
+        assert '"forward_mode": "shared"' in gateway_log.read_text()
+        assert not [p for p in forward.iterdir() if not p.name.startswith(".")]
     finally:
         if gateway is not None:
             stop(gateway)

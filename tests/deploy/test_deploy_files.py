@@ -231,12 +231,20 @@ def image_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
 NO_MEDIA_DOMAIN = "data-urls-only/"
 
 
-def assert_engine_fetches_no_media(args: list[str], env: dict[str, str], where: str) -> None:
+# The compose engines' one readable folder: the gateway's forwarded videos (issue 16).
+FORWARD_DIR = "/data/forward"
+
+
+def assert_engine_fetches_no_media(
+    args: list[str], env: dict[str, str], where: str, forward_dir: str | None = None
+) -> None:
     """An engine behind the gateway takes data: URLs only: no http(s) media URL fetched,
-    no redirect followed, no local file read (issue 13, defence in depth)."""
+    no redirect followed, no local file read (issue 13, defence in depth) but the
+    gateway's forward folder where it shares one (issue 16)."""
     assert flag_value(args, "--allowed-media-domains") == NO_MEDIA_DOMAIN, where
     assert "/" in NO_MEDIA_DOMAIN
-    assert not flag_value(args, "--allowed-local-media-path"), f"{where}: reads local files"
+    allowed = flag_value(args, "--allowed-local-media-path")
+    assert allowed == forward_dir, f"{where}: reads local files from {allowed}"
     assert env.get("VLLM_MEDIA_URL_ALLOW_REDIRECTS") == "0", where
     assert "VLLM_MEDIA_CONNECTOR" not in env, f"{where}: another media connector"
 
@@ -710,9 +718,38 @@ def test_compose_gpu_engine(compose):
     assert seconds(health["start_period"]) >= 600, "16 GB of weights take minutes to load"
     assert seconds(vllm["stop_grace_period"]) >= 30
     assert "HF_TOKEN" in environment(vllm)
-    assert_engine_fetches_no_media(command, environment(vllm), "compose vllm")
+    assert_engine_fetches_no_media(command, environment(vllm), "compose vllm", FORWARD_DIR)
+    assert_reads_the_forward_volume(compose, "vllm")
     # The unauthenticated engine port stays on the host's loopback.
     assert all(str(p).startswith("127.0.0.1:") for p in vllm.get("ports", []))
+
+
+def assert_reads_the_forward_volume(compose: dict, engine: str) -> None:
+    """Shared forward mode: the engine mounts, read-only, the volume the gateway writes,
+    at the path the gateway writes it (the same file:// URLs on both sides)."""
+    services = compose["services"]
+    gateway = "gateway-cpu" if engine == "vllm-cpu" else "gateway"
+    env = environment(services[gateway])
+    assert env["ARC_GATEWAY_FORWARD_MODE"] == "shared" and env["ARC_GATEWAY_FORWARD_DIR"] == (
+        FORWARD_DIR
+    )
+    assert "ARC_GATEWAY_ENGINE_FORWARD_DIR" not in env  # the same path on both sides
+
+    def mount(service: str) -> dict:
+        (found,) = [
+            v
+            for v in services[service]["volumes"]
+            if (v["target"] if isinstance(v, dict) else str(v).split(":")[1]) == FORWARD_DIR
+        ]
+        if isinstance(found, dict):
+            return found
+        source, target, *mode = str(found).split(":")
+        return {"source": source, "target": target, "read_only": mode == ["ro"]}
+
+    assert mount(engine)["source"] == mount(gateway)["source"] == "forward"
+    assert mount(engine).get("read_only") and not mount(gateway).get("read_only")
+    options = compose["volumes"]["forward"]["driver_opts"]
+    assert options["type"] == "tmpfs" and "uid=10001" in options["o"], options
 
 
 def test_compose_gateway(compose):
@@ -756,7 +793,8 @@ def test_compose_cpu_profile(compose):
     assert command[0] == "tiny"
     assert_cpu_engine_sizing(command, "compose vllm-cpu")
     assert flag_value(command, "--dtype") in ("float32", "bfloat16")
-    assert_engine_fetches_no_media(command, environment(engine), "compose vllm-cpu")
+    assert_engine_fetches_no_media(command, environment(engine), "compose vllm-cpu", FORWARD_DIR)
+    assert_reads_the_forward_volume(compose, "vllm-cpu")
     cpu_image = image_env(dockerfile("cpu-engine.Dockerfile"))
     assert any(
         str(v).split(":")[1] == str(Path(cpu_image["ARC_TINY_DIR"]).parent)
