@@ -117,8 +117,10 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) 
         try:
             container, summary = function(*args)
             # Through a file, not the pipe: a pipe message of N bytes costs the receiver
-            # 2-3 N on the way (multiprocessing's growing buffer), a file read N.
-            Path(out).write_bytes(container)
+            # 2-3 N on the way (multiprocessing's growing buffer), a file read N. A job
+            # that wrote the file itself (`out`, its last argument) returns None.
+            if container is not None:
+                Path(out).write_bytes(container)
             del container
         except BaseException as exc:  # noqa: BLE001  (everything goes back to the gateway)
             try:
@@ -138,9 +140,12 @@ def prepare_job(
     timeout_s: float,
     font: str | None,
     encoding: str = "jpeg-flac",
-) -> tuple[bytes, dict]:
+    out: str | None = None,
+) -> tuple[bytes | None, dict]:
     """Runs in a worker: file -> (prepared container bytes, summary); `encoding` is the
-    container's (arc_media.prepared: "jpeg-flac" or "raw")."""
+    container's (arc_media.prepared: "jpeg-flac" or "raw"). Given `out`, the container is
+    written there instead (the raw frames go from their array to the file, no copy) and
+    None is returned in its place."""
     from arc_media import prepared
     from arc_media.limits import Limits
     from arc_media.pipeline import prepare_video
@@ -159,7 +164,18 @@ def prepare_job(
     )
     decoded_s = time.perf_counter() - t0
     info = {"intervals": [list(i) for i in video.intervals], "frame_indices": video.frame_indices}
-    container = prepared.encode(video.frames, video.audio, video.duration, info, encoding=encoding)
+    container: bytes | None = None
+    if out is None:
+        container = prepared.encode(
+            video.frames, video.audio, video.duration, info, encoding=encoding
+        )
+        size = len(container)
+    else:
+        with open(out, "wb") as handle:
+            prepared.write(
+                handle, video.frames, video.audio, video.duration, info, encoding=encoding
+            )
+            size = handle.tell()
     encode_s = time.perf_counter() - t0 - decoded_s
     probe = video.probe
     summary = VideoSummary(
@@ -172,7 +188,7 @@ def prepare_job(
         video_codec=probe.video_codec,
         audio_codec=probe.audio_codec,
         source_bytes=int(Path(path).stat().st_size),
-        prepared_bytes=len(container),
+        prepared_bytes=size,
         probe_s=round(probed_at[0] if probed_at else 0.0, 4),
         decode_s=round(decoded_s, 4),
         encode_s=round(encode_s, 4),
@@ -302,7 +318,7 @@ class Ingestor:
         for attempt in (1, 2):
             worker = await self.idle.get()
             try:
-                summary = await worker.run(self.job, args, out, timeout_s)
+                summary = await worker.run(self.job, (*args, str(out)), out, timeout_s)
             except WorkerDied as e:
                 event = {"event": "decode_worker_died", "attempt": attempt, "how": str(e)}
                 log.warning(json.dumps(event))
