@@ -5,7 +5,9 @@ http(s) URL). We run the project's one preprocessing pipeline on them (the sampl
 with the timestamp overlay at 640x640, the video's own 16 kHz audio) and return the
 frames with the audio and duration in the metadata, which the processor turns into model
 inputs. A prepared container from the gateway (`arc_media.prepared`, media type
-video/x-arc-prepared) is recognised by its first bytes and used as it is. Select it with
+video/x-arc-prepared, as a data: URL or, in the gateway's shared forward mode, a file://
+URL in the allowed folder) is recognised by its first bytes and used as it is: its JPEG/FLAC
+members decoded, or its raw members taken as views of the bytes vLLM read. Select it with
 `--media-io-kwargs '{"video": {"video_backend": "arc"}}'` (`arc-serve` does this).
 
 The bytes come from clients, so the pipeline runs under limits (frame pixels, duration,
