@@ -6,6 +6,7 @@ they share (servers.py, media_factory.py) live here, importable from every group
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,19 +38,38 @@ def golden_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def forward_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def engine_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one folder the session engine reads file:// URLs from (vLLM takes one)."""
+    return tmp_path_factory.mktemp("engine-files").resolve()
+
+
+@pytest.fixture(scope="session")
+def engine_media(engine_files: Path, media_dir: Path) -> Path:
+    """Copies of the small shared clips inside the engine's folder, for file:// URLs."""
+    folder = engine_files / "media"
+    folder.mkdir(exist_ok=True)
+    for name in ("syn_short.mp4", "w33698kgs05.mp4", "c3522vbgwaw.mp4"):
+        if not (folder / name).exists():
+            shutil.copyfile(media_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def forward_root(engine_files: Path) -> Path:
     """A folder the session engine reads file:// URLs from, for gateways in
     `--forward-mode shared` (each test's gateway uses a folder of its own inside)."""
-    return tmp_path_factory.mktemp("forward").resolve()
+    folder = engine_files / "forward"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def engine(
-    tmp_path_factory: pytest.TempPathFactory, media_dir: Path, forward_root: Path
+    tmp_path_factory: pytest.TempPathFactory, engine_files: Path
 ) -> Iterator[tuple[str, Path]]:
     """One `arc-serve` (vLLM + plugin, float32) on a generated tiny checkpoint for the whole
-    session: (base URL, checkpoint). Local media and `forward_root` may be sent as file://
-    URLs: vLLM takes one allowed folder, so it is the folder the two have in common."""
+    session: (base URL, checkpoint). It reads file:// URLs from `engine_files` only
+    (`engine_media`, `forward_root`)."""
     from servers import free_port, start_engine, stop
 
     from vllm_plugin.tiny_checkpoint import write_tiny_checkpoint
@@ -57,7 +77,6 @@ def engine(
     checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "engine.log"
-    allowed = os.path.commonpath([media_dir.resolve(), forward_root])
-    proc = start_engine(checkpoint, port, log, ["--allowed-local-media-path", allowed])
+    proc = start_engine(checkpoint, port, log, ["--allowed-local-media-path", str(engine_files)])
     yield f"http://127.0.0.1:{port}", checkpoint
     stop(proc)

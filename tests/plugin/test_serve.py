@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.engine
@@ -147,18 +148,29 @@ def test_second_video_and_system_prompt_are_400(server, media_dir: Path) -> None
     assert "single user message" in str(err.value)
 
 
-def test_file_and_http_urls(server, media_dir: Path) -> None:
+def test_file_and_http_urls(server, engine_media: Path, media_dir: Path) -> None:
     """A local file (inside --allowed-local-media-path) and an http URL on loopback."""
     import functools
     import http.server
     import threading
 
     base, _ = server
-    file_url = (media_dir / "syn_short.mp4").resolve().as_uri()
+    file_url = (engine_media / "syn_short.mp4").as_uri()
     reply = client(base).chat.completions.create(
         model="arc-tiny", messages=video_message(file_url, "Hi"), max_tokens=2
     )
     assert reply.usage.prompt_tokens > 114
+    # The same clip outside the allowed folder is not read.
+    outside = httpx.post(
+        base + "/v1/chat/completions",
+        json={
+            "model": "arc-tiny",
+            "messages": video_message((media_dir / "syn_short.mp4").resolve().as_uri(), "Hi"),
+            "max_tokens": 2,
+        },
+        timeout=60,
+    )
+    assert 400 <= outside.status_code < 500, outside.text
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
