@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from logprobs import distance, first_step
 from servers import free_port, start_gateway, stop
 
 from arc_media import prepared
@@ -45,18 +46,6 @@ def chat_body(url: str, **extra: Any) -> dict[str, Any]:
 
 def data_url(path: Path) -> str:
     return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def first_step(reply: httpx.Response) -> dict[str, float]:
-    assert reply.status_code == 200, reply.text
-    top = reply.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-    return {entry["token"]: entry["logprob"] for entry in top}
-
-
-def distance(a: dict[str, float], b: dict[str, float]) -> float:
-    if set(a) != set(b):
-        return float("inf")
-    return max(abs(a[token] - b[token]) for token in a)
 
 
 def wait_empty(folder: Path, seconds: float = 10) -> list[str]:

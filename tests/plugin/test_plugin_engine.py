@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from logprobs import distance, first_step
 from media_factory import ffmpeg
 from servers import free_port, start_gateway, stop
 from test_plugin_inputs import bad_containers, good_members, jpeg, manifest, zip_of
@@ -60,19 +61,6 @@ def chat_body(url: str, model: str, **extra: Any) -> dict[str, Any]:
         "top_logprobs": 5,
         **extra,
     }
-
-
-def first_step(reply: httpx.Response) -> dict[str, float]:
-    assert reply.status_code == 200, reply.text
-    top = reply.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-    return {entry["token"]: entry["logprob"] for entry in top}
-
-
-def distance(a: dict[str, float], b: dict[str, float]) -> float:
-    """Largest log-prob difference over the top tokens (infinite if they differ)."""
-    if set(a) != set(b):
-        return float("inf")
-    return max(abs(a[token] - b[token]) for token in a)
 
 
 def assert_hears(logprobs: dict[str, dict[str, float]]) -> None:
