@@ -2,11 +2,12 @@
 
 video file -> probe (PyAV) -> frame plan -> decode of only the planned frames (PyAV; an
 ffmpeg process as an option) -> timestamp overlay (PIL) -> 640x640 bicubic (PIL); beside it
-on a second thread: audio track -> 16 kHz mono float32 (ffmpeg children), and the caller's
-audio features if it asks for them; then the frame count N and the audio length D are
-reconciled. Used by the gateway's decode workers, the vLLM plugin's `arc` video loader and
-`arc-prepare`. The library computes no model tensors (torch lives in the engine plugin):
-`features=` takes the function that makes them, e.g. vllm_plugin.features.whisper_features.
+on a second thread: audio track -> 16 kHz mono float32 (an ffmpeg mp3 encoder, decoded in
+process), and the caller's audio features if it asks for them; then the frame count N and the
+audio length D are reconciled. Used by the gateway's decode workers, the vLLM plugin's `arc`
+video loader and `arc-prepare`. The library computes no model tensors (torch lives in the
+engine plugin): `features=` takes the function that makes them, e.g.
+vllm_plugin.features.whisper_features.
 """
 
 from __future__ import annotations

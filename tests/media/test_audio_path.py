@@ -6,8 +6,10 @@ the round trip of the whole track."""
 
 from __future__ import annotations
 
+import ctypes.util
 import dataclasses
 import itertools
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,13 @@ import pytest
 from media_factory import ffmpeg, make_clip
 
 from arc_media import audio
-from arc_media.limits import MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE
+from arc_media.limits import (
+    MAX_AUDIO_SECONDS,
+    MAX_FRAMES,
+    SAMPLE_RATE,
+    MediaError,
+    MediaTimeoutError,
+)
 from arc_media.probe import probe_video
 from vllm_plugin.features import whisper_features
 
@@ -141,3 +149,100 @@ def test_400s_golden_clip_keeps_the_whole_track(media_dir: Path) -> None:
     probe = probe_video(media_dir / "syn_400s.mp4")
     export, samples = audio._lengths(probe, None)
     assert audio._stretches(audio._snippet_starts(samples, 0), export) == [(0, 4993)]
+
+
+# ---------------------------------------------------------------------------------------
+# the mp3 decoded in process (PyAV + libsoxr) against the second ffmpeg process it replaces
+
+
+def test_libsoxr_loads_where_ffmpeg_has_it() -> None:
+    if ctypes.util.find_library("soxr") is None:
+        pytest.skip("no libsoxr here: the audio path uses a second ffmpeg process")
+    assert audio._libsoxr() is not None
+
+
+def test_resampler_equals_ffmpegs_soxr() -> None:
+    """Any chunking, flushed at the end: the samples of `aresample=16000:resampler=soxr`."""
+    if audio._libsoxr() is None:
+        pytest.skip("no libsoxr here")
+    rng = np.random.default_rng(3)
+    t = np.arange(5 * audio.EXPORT_RATE + 77) / audio.EXPORT_RATE
+    signal = 0.4 * np.sin(2 * np.pi * 440 * t * (1 + t)) + 0.1 * rng.standard_normal(t.size)
+    signal = signal.astype(np.float32)
+    expected = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", "44100", "-ac", "1"]
+        + ["-i", "pipe:0", "-af", audio.RESAMPLE, "-f", "f32le", "pipe:1"],
+        input=signal.tobytes(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    resampler = audio._Resampler(audio._libsoxr())
+    try:
+        cuts = [0, 1, 1153, 40000, 40001, 150000, len(signal)]
+        ours = [resampler.process(signal[a:b]) for a, b in itertools.pairwise(cuts)]
+        ours.append(resampler.process(None))
+    finally:
+        resampler.close()
+    assert np.array_equal(np.concatenate(ours), np.frombuffer(expected, "<f4"))
+
+
+@pytest.fixture(scope="module")
+def short_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("short")
+    return {
+        "aac": make_clip(root / "plain.mp4", seconds=4),
+        "opus": make_clip(
+            root / "vp9.webm", seconds=3, vcodec="libvpx-vp9", acodec="libopus", audio_rate=48000
+        ),
+    }
+
+
+def both_decoders(monkeypatch: pytest.MonkeyPatch, run) -> tuple[np.ndarray, np.ndarray]:
+    if audio._libsoxr() is None:
+        pytest.skip("no libsoxr here: only the ffmpeg decoder runs")
+    here = run()
+    with monkeypatch.context() as patch:
+        patch.setattr(audio, "_libsoxr", lambda: None)
+        child = run()
+    return here, child
+
+
+@pytest.mark.parametrize("name", ["aac", "opus"])
+def test_in_process_decoder_equals_the_ffmpeg_decoder(
+    short_clips: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = probe_video(short_clips[name])
+    here, child = both_decoders(
+        monkeypatch,
+        lambda: audio._decode_pcm(short_clips[name], probe, mode="mp3", clip=None, timeout_s=60),
+    )
+    assert here.dtype == np.float32 and np.abs(here).max() > 0.01
+    assert np.array_equal(here, child)
+
+
+@pytest.mark.parametrize("video", ["w33698kgs05", "syn_200s"])
+def test_in_process_decoder_equals_the_ffmpeg_decoder_on_shared_clips(
+    media_dir: Path, video: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = media_dir / f"{video}.mp4"
+    probe = probe_video(path)
+    here, child = both_decoders(monkeypatch, lambda: audio.load_audio(path, probe))
+    assert np.array_equal(here, child)
+
+
+def test_in_process_decoder_on_stretches(noisy_60s: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio, "MAX_FRAMES", 15)
+    monkeypatch.setattr(audio, "MAX_AUDIO_SECONDS", 30)
+    probe = probe_video(noisy_60s)
+    here, child = both_decoders(monkeypatch, lambda: audio.load_audio(noisy_60s, probe))
+    assert len(here) == 30 * SAMPLE_RATE and np.array_equal(here, child)
+
+
+def test_in_process_decoder_failures(tmp_path: Path, short_clips: dict[str, Path]) -> None:
+    long = make_clip(tmp_path / "long.mp4", seconds=120, size="64x36", fps=1, audio_rate=8000)
+    with pytest.raises(MediaTimeoutError, match="audio export"):
+        audio.load_audio(long, probe_video(long), timeout_s=0.05)
+    silent = make_clip(tmp_path / "silent.mp4", seconds=2, audio=False)
+    claimed = dataclasses.replace(probe_video(silent), has_audio=True)
+    with pytest.raises(MediaError, match="audio export"):
+        audio.load_audio(silent, claimed)
