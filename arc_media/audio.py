@@ -52,11 +52,11 @@ Then `fit_audio`: above 300 s, 150 snippets of 2 s; under 1 s, zero-padded to 1 
     Below 600 s (segments under 4 s) no whole 1.28 s fits between two snippets with their
     margins, and the whole track is encoded as before.
 (6) The mp3 comes back through the encoder's pipe into this process (`_decode_mp3_here`):
-    PyAV decodes it, numpy drops the delay and averages the channels, libsoxr (through
-    ctypes: the library ffmpeg's soxr resampler calls, Debian's ffmpeg links the same file)
-    resamples. Bit-identical to the second ffmpeg process it replaces (`_decode_mp3_child`,
-    still used where libsoxr cannot be loaded) on all 7 shared clips, the 6 synthetic test
-    clips and 600 s clips; what it saves is that process's start (~65 ms CPU). Tried first:
+    PyAV decodes it, numpy drops the delay and averages the channels, libsoxr resamples
+    with ffmpeg's soxr settings (python-soxr, which ships libsoxr 0.1.3 as Debian's ffmpeg
+    links it). Bit-identical to the second ffmpeg process it replaces on all 7 shared clips,
+    the 6 synthetic test clips and 600 s clips; what it saves is that process's start
+    (~65 ms CPU). Tried first:
 
     in process                       why not
     PyAV aresample=...:soxr          PyAV 18.1's own FFmpeg 8 has no soxr (the graph fails)
@@ -64,7 +64,8 @@ Then `fit_audio`: above 300 s, 150 snippets of 2 s; under 1 s, zero-padded to 1 
                                      944 samples (19.7 ms) later, LC-AAC 1 LSB off in s16 (and
                                      so another mp3): max |Δ| PCM 0.57-1.06 on the real clips,
                                      1e-5..1e-4 on tones, 0.068 on speech600
-    python-soxr                      bit-identical too, but not a base dependency (gateway image)
+    libsoxr through ctypes           bit-identical too, but our own binding of a system
+                                     library where a kept package does it
 
     load_audio, median of 5 (3 at 1800 s), wall / CPU s, 2 shared cores, before -> after (5)+(6):
     w33698kgs05 7.5 s HE-AAC         0.228 / 0.219 -> 0.156 / 0.154
@@ -83,14 +84,13 @@ Then `fit_audio`: above 300 s, 150 snippets of 2 s; under 1 s, zero-padded to 1 
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 import signal
 from pathlib import Path
 
 import av
 import numpy as np
+import soxr
 
 from . import ffmpeg
 from .limits import DEFAULT_LIMITS, MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE, MediaError
@@ -180,9 +180,7 @@ def _mp3_round_trip(
     """The authors' moviepy export: 44.1 kHz stereo 16-bit PCM, exactly `export` samples,
     into libmp3lame at its default 128 kb/s; read back gapless, as librosa reads the file:
     without the encoder delay and the padding. One ffmpeg process encodes; the mp3 is
-    decoded from its pipe as it comes, in this process (`_decode_mp3_here`), or by a second
-    ffmpeg process where libsoxr cannot be loaded (`_decode_mp3_child`): the same samples.
-    A pipe carries no LAME header, so the decoder cannot drop the delay itself: we drop
+    decoded from its pipe as it comes, in this process (`_decode_mp3_here`). A pipe carries no LAME header, so the decoder cannot drop the delay itself: we drop
     MP3_DELAY_SAMPLES. Bit-identical to writing an mp3 file and reading it back
     (tests/media/test_preprocess.py).
 
@@ -209,52 +207,17 @@ def _mp3_round_trip(
         audio_bitrate="128k",
     )
     encoder = ffmpeg.Process(ffmpeg.command(encode), timeout_s, "ffmpeg (audio export)")
-    soxr = _libsoxr()
-    if soxr is None:
-        return _decode_mp3_child(encoder, encoded, timeout_s)
-    return _decode_mp3_here(encoder, encoded, soxr)
+    return _decode_mp3_here(encoder, encoded)
 
 
-def _decode_mp3_child(encoder: ffmpeg.Process, encoded: int, timeout_s: float | None) -> np.ndarray:
-    """The encoder's mp3, `encoded` samples long at 44.1 kHz, to 16 kHz mono by a second
-    ffmpeg process (gapless trim, TO_MONO, soxr)."""
-    gapless = f"atrim=start_sample={MP3_DELAY_SAMPLES}:end_sample={MP3_DELAY_SAMPLES + encoded}"
-    decode = ffmpeg.pipe_input("mp3").output(
-        "pipe:1", format="f32le", af=f"{gapless},{TO_MONO},{RESAMPLE}", ac=1
-    )
-    try:
-        decoder = ffmpeg.Process(
-            ffmpeg.command(decode), timeout_s, "ffmpeg (audio decode)", stdin=encoder.proc.stdout
-        )
-    except BaseException:
-        encoder.kill()
-        raise
-    assert encoder.proc.stdout is not None and decoder.proc.stdout is not None
-    encoder.proc.stdout.close()  # the decoder holds the read end now
-    try:
-        raw = decoder.proc.stdout.read()
-        decoder_code, decoder_err = decoder.finish()
-    except BaseException:
-        decoder.kill()
-        encoder.kill()
-        raise
-    encoder_code, encoder_err = encoder.finish()
-    # A decoder that failed first leaves the encoder a broken pipe: report the decoder.
-    if encoder_code != 0 and not (decoder_code != 0 and encoder_code == -signal.SIGPIPE):
-        raise MediaError(f"ffmpeg (audio export) failed: {ffmpeg.last_lines(encoder_err)}")
-    if decoder_code != 0:
-        raise MediaError(f"ffmpeg (audio decode) failed: {ffmpeg.last_lines(decoder_err)}")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
-
-
-def _decode_mp3_here(encoder: ffmpeg.Process, encoded: int, soxr: ctypes.CDLL) -> np.ndarray:
-    """What `_decode_mp3_child` gives, bit for bit, without a second process: PyAV decodes
-    the mp3 from the encoder's pipe (FFmpeg's float mp3 decoder), numpy trims and averages
-    the channels (0.5 L + 0.5 R in float32, as `pan` does) and libsoxr resamples with the
-    settings of ffmpeg's soxr resampler."""
+def _decode_mp3_here(encoder: ffmpeg.Process, encoded: int) -> np.ndarray:
+    """What a second ffmpeg process (`atrim` of the delay, `TO_MONO`, `RESAMPLE`) gives, bit
+    for bit, without that process: PyAV decodes the mp3 from the encoder's pipe (FFmpeg's
+    float mp3 decoder), numpy trims and averages the channels (0.5 L + 0.5 R in float32, as
+    `pan` does) and libsoxr resamples with the settings of ffmpeg's soxr resampler."""
     assert encoder.proc.stdout is not None
     first, end = MP3_DELAY_SAMPLES, MP3_DELAY_SAMPLES + encoded
-    resampler = _Resampler(soxr)
+    resampler = _resampler()
     out: list[np.ndarray] = []
     batch: list[np.ndarray] = []
     batched = seen = 0
@@ -272,19 +235,16 @@ def _decode_mp3_here(encoder: ffmpeg.Process, encoded: int, soxr: ctypes.CDLL) -
                     batch.append(0.5 * left + 0.5 * right)
                     batched += b - a
                 if batched >= RESAMPLE_BATCH:
-                    out.append(resampler.process(np.concatenate(batch)))
+                    out.append(resampler.resample_chunk(np.concatenate(batch)))
                     batch, batched = [], 0
-        if batch:
-            out.append(resampler.process(np.concatenate(batch)))
-        out.append(resampler.process(None))
+        rest = np.concatenate(batch) if batch else np.zeros(0, dtype=np.float32)
+        out.append(resampler.resample_chunk(rest, last=True))
     except (av.FFmpegError, MediaError) as error:
         failure = error
         encoder.proc.stdout.close()  # an encoder still writing gets a broken pipe
     except BaseException:
         encoder.kill()
         raise
-    finally:
-        resampler.close()
     code, err = encoder.finish()
     # A decoder that failed first leaves the encoder a broken pipe: report the decoder.
     if code != 0 and not (failure is not None and code == -signal.SIGPIPE):
@@ -294,125 +254,15 @@ def _decode_mp3_here(encoder: ffmpeg.Process, encoded: int, soxr: ctypes.CDLL) -
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-class _IoSpec(ctypes.Structure):  # soxr_io_spec_t
-    _fields_ = [
-        ("itype", ctypes.c_int),
-        ("otype", ctypes.c_int),
-        ("scale", ctypes.c_double),
-        ("e", ctypes.c_void_p),
-        ("flags", ctypes.c_ulong),
-    ]
+# 44.1 kHz samples resampled at a time
+RESAMPLE_BATCH = 1 << 16
 
 
-class _QualitySpec(ctypes.Structure):  # soxr_quality_spec_t
-    _fields_ = [
-        ("precision", ctypes.c_double),
-        ("phase_response", ctypes.c_double),
-        ("passband_end", ctypes.c_double),
-        ("stopband_begin", ctypes.c_double),
-        ("e", ctypes.c_void_p),
-        ("flags", ctypes.c_ulong),
-    ]
-
-
-SOXR_FLOAT32_I = 0
-SOXR_HQ = 4  # what ffmpeg asks for: precision 20 bits -> recipe (20 - 2) / 4, no flags
-SOXR_LIBRARY = "libsoxr.so.0"  # the library ffmpeg's soxr resampler is built on
-RESAMPLE_BATCH = 1 << 16  # 44.1 kHz samples handed to libsoxr at a time
-
-
-@functools.lru_cache(maxsize=1)
-def _libsoxr() -> ctypes.CDLL | None:
-    """libsoxr, the resampler behind ffmpeg's `aresample=resampler=soxr` (Debian's ffmpeg
-    links the same file), or None where it cannot be loaded: then a second ffmpeg process
-    decodes the mp3 (`_decode_mp3_child`)."""
-    try:
-        lib = ctypes.CDLL(SOXR_LIBRARY)
-    except OSError:
-        return None
-    size_p = ctypes.POINTER(ctypes.c_size_t)
-    lib.soxr_io_spec.restype = _IoSpec
-    lib.soxr_io_spec.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.soxr_quality_spec.restype = _QualitySpec
-    lib.soxr_quality_spec.argtypes = [ctypes.c_ulong, ctypes.c_ulong]
-    lib.soxr_create.restype = ctypes.c_void_p
-    lib.soxr_create.argtypes = [
-        ctypes.c_double,
-        ctypes.c_double,
-        ctypes.c_uint,
-        ctypes.POINTER(ctypes.c_char_p),
-        ctypes.POINTER(_IoSpec),
-        ctypes.POINTER(_QualitySpec),
-        ctypes.c_void_p,
-    ]
-    lib.soxr_process.restype = ctypes.c_char_p
-    lib.soxr_process.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        size_p,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        size_p,
-    ]
-    lib.soxr_delete.restype = None
-    lib.soxr_delete.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-class _Resampler:
-    """44.1 kHz -> 16 kHz mono float32, streaming, as ffmpeg's `RESAMPLE` does it."""
-
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-        io_spec = lib.soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I)
-        quality = lib.soxr_quality_spec(SOXR_HQ, 0)
-        error = ctypes.c_char_p()
-        self.handle = lib.soxr_create(
-            float(EXPORT_RATE),
-            float(SAMPLE_RATE),
-            1,
-            ctypes.byref(error),
-            ctypes.byref(io_spec),
-            ctypes.byref(quality),
-            None,
-        )
-        if error.value or not self.handle:
-            raise MediaError(f"libsoxr: {(error.value or b'no resampler').decode()}")
-
-    def process(self, samples: np.ndarray | None) -> np.ndarray:
-        """Resample `samples`; None flushes what the filter still holds."""
-        data = None if samples is None else np.ascontiguousarray(samples, dtype=np.float32)
-        pieces, offset = [], 0
-        while True:
-            left = 0 if data is None else len(data) - offset
-            out = np.empty(left * SAMPLE_RATE // EXPORT_RATE + 4096, dtype=np.float32)
-            used, made = ctypes.c_size_t(), ctypes.c_size_t()
-            error = self.lib.soxr_process(
-                self.handle,
-                None if data is None else data.ctypes.data + 4 * offset,
-                left,
-                ctypes.byref(used),
-                out.ctypes.data,
-                len(out),
-                ctypes.byref(made),
-            )
-            if error:
-                raise MediaError(f"libsoxr: {error.decode()}")
-            pieces.append(out[: made.value])
-            offset += used.value
-            if data is None and not made.value:
-                break
-            if data is not None and offset >= len(data):
-                break
-            if data is not None and not used.value and not made.value:
-                raise MediaError("libsoxr took no input")
-        return np.concatenate(pieces)
-
-    def close(self) -> None:
-        if self.handle:
-            self.lib.soxr_delete(self.handle)
-            self.handle = None
+def _resampler() -> soxr.ResampleStream:
+    """44.1 kHz -> 16 kHz mono float32, streaming: libsoxr's HQ recipe (20-bit precision,
+    no flags), what ffmpeg's `aresample=16000:resampler=soxr` asks libsoxr for, so the
+    same samples as `RESAMPLE` (tests/media/test_audio_path.py)."""
+    return soxr.ResampleStream(EXPORT_RATE, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
 
 
 def _lengths(probe: VideoProbe, clip: tuple[float, float] | None) -> tuple[int, int]:

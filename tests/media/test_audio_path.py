@@ -6,7 +6,6 @@ the round trip of the whole track."""
 
 from __future__ import annotations
 
-import ctypes.util
 import dataclasses
 import itertools
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 from media_factory import ffmpeg, make_clip
 
 from arc_media import audio
+from arc_media import ffmpeg as media_ffmpeg
 from arc_media.limits import (
     MAX_AUDIO_SECONDS,
     MAX_FRAMES,
@@ -152,19 +152,11 @@ def test_400s_golden_clip_keeps_the_whole_track(media_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# the mp3 decoded in process (PyAV + libsoxr) against the second ffmpeg process it replaces
-
-
-def test_libsoxr_loads_where_ffmpeg_has_it() -> None:
-    if ctypes.util.find_library("soxr") is None:
-        pytest.skip("no libsoxr here: the audio path uses a second ffmpeg process")
-    assert audio._libsoxr() is not None
+# the mp3 decoded in process (PyAV + python-soxr) against the second ffmpeg process it replaces
 
 
 def test_resampler_equals_ffmpegs_soxr() -> None:
     """Any chunking, flushed at the end: the samples of `aresample=16000:resampler=soxr`."""
-    if audio._libsoxr() is None:
-        pytest.skip("no libsoxr here")
     rng = np.random.default_rng(3)
     t = np.arange(5 * audio.EXPORT_RATE + 77) / audio.EXPORT_RATE
     signal = 0.4 * np.sin(2 * np.pi * 440 * t * (1 + t)) + 0.1 * rng.standard_normal(t.size)
@@ -176,14 +168,30 @@ def test_resampler_equals_ffmpegs_soxr() -> None:
         capture_output=True,
         check=True,
     ).stdout
-    resampler = audio._Resampler(audio._libsoxr())
-    try:
-        cuts = [0, 1, 1153, 40000, 40001, 150000, len(signal)]
-        ours = [resampler.process(signal[a:b]) for a, b in itertools.pairwise(cuts)]
-        ours.append(resampler.process(None))
-    finally:
-        resampler.close()
+    resampler = audio._resampler()
+    cuts = [0, 1, 1153, 40000, 40001, 150000, len(signal)]
+    ours = [resampler.resample_chunk(signal[a:b]) for a, b in itertools.pairwise(cuts)]
+    ours.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     assert np.array_equal(np.concatenate(ours), np.frombuffer(expected, "<f4"))
+
+
+def decode_mp3_by_ffmpeg(encoder: media_ffmpeg.Process, encoded: int) -> np.ndarray:
+    """The reference the in-process decoder replaces: a second ffmpeg process reading the
+    encoder's pipe (gapless trim, TO_MONO, soxr)."""
+    first, end = audio.MP3_DELAY_SAMPLES, audio.MP3_DELAY_SAMPLES + encoded
+    decode = media_ffmpeg.pipe_input("mp3").output(
+        "pipe:1",
+        format="f32le",
+        af=f"atrim=start_sample={first}:end_sample={end},{audio.TO_MONO},{audio.RESAMPLE}",
+        ac=1,
+    )
+    decoder = media_ffmpeg.Process(
+        media_ffmpeg.command(decode), 120, "ffmpeg (audio decode)", stdin=encoder.proc.stdout
+    )
+    encoder.proc.stdout.close()  # the decoder holds the read end now
+    raw = decoder.proc.stdout.read()
+    assert decoder.finish()[0] == 0 and encoder.finish()[0] == 0
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +206,9 @@ def short_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def both_decoders(monkeypatch: pytest.MonkeyPatch, run) -> tuple[np.ndarray, np.ndarray]:
-    if audio._libsoxr() is None:
-        pytest.skip("no libsoxr here: only the ffmpeg decoder runs")
     here = run()
     with monkeypatch.context() as patch:
-        patch.setattr(audio, "_libsoxr", lambda: None)
+        patch.setattr(audio, "_decode_mp3_here", decode_mp3_by_ffmpeg)
         child = run()
     return here, child
 
