@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import socket
@@ -95,3 +97,22 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class FakeUpstream(http.server.BaseHTTPRequestHandler):
+    """A stand-in for vLLM in fault tests (a real one cannot be made to fail on cue): JSON
+    answers, one model on GET; subclasses answer POST."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_json(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})

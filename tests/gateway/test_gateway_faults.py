@@ -12,36 +12,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, start_gateway, stop
 
 
-class _FakeUpstream(http.server.BaseHTTPRequestHandler):
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
+class _FakeUpstream(FakeUpstream):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["messages"][0]["content"][0]["text"]
         if text == "slow":
             time.sleep(4)
-            self._send(200, {})
+            self.send_json(200, {})
         elif text == "crash":
-            self._send(500, {"error": {"message": "engine core died"}})
+            self.send_json(500, {"error": {"message": "engine core died"}})
         else:
             # vLLM's 400s can hold its internal validation dumps: not for clients.
             dump = "1 validation error for ChatCompletionRequest\n  input_value={'secret': 1}"
-            self._send(400, {"error": {"message": dump}})
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.send_json(400, {"error": {"message": dump}})
 
 
 @pytest.fixture(scope="module")

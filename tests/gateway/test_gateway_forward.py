@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from logprobs import distance, first_step
-from servers import free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, start_gateway, stop
 
 from arc_media import prepared
 from server import config
@@ -177,27 +177,13 @@ def test_shared_mode_stored_file_streamed(gateways: dict[str, Any], media_dir: P
 ENGINE_VIEW = "/engine/forward"
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
+class Recorder(FakeUpstream):
     """A stand-in for vLLM: records each request's video URL and whether the file it
     names (mapped from the engine's view) was there and a raw container; answers by the
     question: "error" -> 500, "hang" -> waits, anything else -> a completion."""
 
     forward: Path
     seen: list[dict[str, Any]]
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -211,11 +197,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
             record["frames"] = prepared.decode(local.read_bytes()).frames.shape[0]
         self.seen.append(record)
         if text == "error":
-            self._json(500, {"error": {"message": "engine failure"}})
+            self.send_json(500, {"error": {"message": "engine failure"}})
             return
         if text == "hang":
             time.sleep(20)
-        self._json(
+        self.send_json(
             200,
             {
                 "id": "x",
