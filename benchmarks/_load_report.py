@@ -627,17 +627,29 @@ def write_plots(out: Path, report: dict) -> list[str] | None:
     stage_rows = report.get("stages") or []
     if stage_rows:
         shown = [key for key, _ in STAGE_COLUMNS if key != "rest_s"]
-        labels = dict(STAGE_COLUMNS)
+        labels = {**dict(STAGE_COLUMNS), "upload_s": "upload transfer (client)"}
         levels_seen = sorted({r["concurrency"] for r in stage_rows})
         fig, axes = plt.subplots(
             1, len(levels_seen), figsize=(5.5 * len(levels_seen), 4.2), squeeze=False
         )
+        inside_upload = ("receive_s", "queue_s", "decode_s", "encode_s", "store_s")
+
+        def value(row: dict, key: str) -> float:
+            v = row.get(key) or 0.0
+            if key == "upload_s" and v:
+                # the upload's own gateway stages are drawn as themselves
+                v -= sum(row.get(k) or 0.0 for k in inside_upload)
+            return max(0.0, v)
+
         for ax, level in zip(axes[0], levels_seen):
-            mine = [r for r in stage_rows if r["concurrency"] == level]
+            mine = sorted(
+                (r for r in stage_rows if r["concurrency"] == level),
+                key=lambda r: PATHS.index(r["path"]),
+            )
             names = [r["path"] for r in mine]
             bottom = np.zeros(len(mine))
             for i, key in enumerate(shown):
-                values = np.array([max(0.0, r.get(key) or 0.0) for r in mine])
+                values = np.array([value(r, key) for r in mine])
                 if values.any():
                     ax.barh(names, values, left=bottom, color=f"C{i}", label=labels[key])
                 bottom += values
@@ -645,8 +657,9 @@ def write_plots(out: Path, report: dict) -> list[str] | None:
             ax.set_xlabel("seconds")
             ax.invert_yaxis()
             ax.grid(alpha=0.3, axis="x")
-            ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(out / "stages.png", dpi=110)
         plt.close(fig)
         written.append("stages.png")
