@@ -22,8 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -32,7 +31,7 @@ from . import safe_fetch
 from .config import Settings
 from .errors import APIError
 from .files import FileStore
-from .ingest import Ingestor, VideoSummary, forward_full
+from .ingest import Ingestor, VideoSummary
 from .metrics import Metrics
 from .schemas import VideoOptions
 from .uploads import ChatBody, decode_data_url
@@ -95,15 +94,12 @@ def prepare_forward_dir(settings: Settings) -> None:
     log.info(json.dumps(event))
 
 
-@contextmanager
-def _room_to_forward() -> Iterator[None]:
-    """A full forward folder (a tmpfs sized for the answers in progress) is a 507."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise forward_full() from None
-        raise
+def _no_room(error: BaseException) -> bool:
+    """A full forward folder (a tmpfs sized for the answers in progress): the video then
+    goes inline, as in container mode, instead of failing the request."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return isinstance(error, APIError) and error.code == "storage_full"
 
 
 class VideoSources:
@@ -129,17 +125,24 @@ class VideoSources:
         if url.startswith("file-"):
             stored = cleanup.enter_context(self.store.using(url))
             log_fields["video_source"] = "file"
+            inline = not s.shared_forward
             if s.shared_forward:
                 dest = self._forward_name(cleanup)
-                with _room_to_forward():
+                try:
                     linked = self.store.link_prepared(stored.id, options.start, options.end, dest)
+                except OSError as e:
+                    if not _no_room(e):
+                        raise
+                    dest.unlink(missing_ok=True)
+                    self._fell_back(log_fields)
+                    linked, inline = None, True
                 if linked is not None:
                     summary, how = linked
                     log_fields.update(
                         prepared_cache="hit", decode_s=0.0, encode_s=0.0, forward_copy=how
                     )
                     return self._shared(dest), VideoSummary(**summary), stored.id
-            else:
+            if inline:
                 cached = self.store.prepared(stored.id, options.start, options.end)
                 if cached is not None:
                     handle, summary = cached
@@ -154,7 +157,7 @@ class VideoSources:
                 self.store.keep_prepared(
                     stored.id, options.start, options.end, container, summary.as_dict()
                 )
-                forward = self._forward(container, cleanup)
+                forward = self._forward(container, cleanup, log_fields)
             finally:
                 container.unlink(missing_ok=True)
             return forward, summary, stored.id
@@ -199,14 +202,24 @@ class VideoSources:
         if self.settings.shared_forward:
             # Written by the worker straight into the forward folder: no move, no copy.
             out_dir = self.settings.forward_path
-            container, summary = await self.ingestor.prepare(
-                path, options.start, options.end, out_dir=out_dir
-            )
-            cleanup.callback(container.unlink, missing_ok=True)
-            forward = self._shared(container)
+            try:
+                container, summary = await self.ingestor.prepare(
+                    path, options.start, options.end, out_dir=out_dir
+                )
+            except APIError as e:
+                if not _no_room(e):
+                    raise
+                # Prepared again beside the file store and sent inline: slower, not lost.
+                self._fell_back(log_fields)
+                container, summary = await self._prepare_file(path, options)
+                forward = self._inline(container, cleanup)
+                container.unlink()
+            else:
+                cleanup.callback(container.unlink, missing_ok=True)
+                forward = self._shared(container)
         else:
             container, summary = await self._prepare_file(path, options)
-            forward = self._forward(container, cleanup)
+            forward = self._inline(container, cleanup)
             container.unlink()  # the open handle keeps it readable until the answer is done
         log_fields["decode_wait_s"] = summary.wait_s
         if summary.notes:
@@ -223,17 +236,35 @@ class VideoSources:
         engine_path = PurePosixPath(self.settings.engine_forward_path, path.name)
         return Forward(path.stat().st_size, url=engine_path.as_uri())
 
-    def _forward(self, container: Path, cleanup: ExitStack) -> Forward:
+    def _fell_back(self, log_fields: dict) -> None:
+        log_fields["forward_fallback"] = "inline"
+        log.warning(json.dumps({"event": "forward_dir_full", "sent": "inline"}))
+
+    def _forward(self, container: Path, cleanup: ExitStack, log_fields: dict) -> Forward:
         """The container in `container` (left there, the caller removes it) as it goes
-        upstream: opened (container mode) or put in the forward folder (shared mode)."""
+        upstream: opened (container mode) or put in the forward folder (shared mode; inline
+        when the folder is full)."""
         if self.settings.shared_forward:
             dest = self._forward_name(cleanup)
             try:
                 container.replace(dest)
+                return self._shared(dest)
             except OSError:  # the forward folder is on another filesystem
-                with _room_to_forward():
-                    shutil.copyfile(container, dest)
-            return self._shared(dest)
+                pass
+            try:
+                shutil.copyfile(container, dest)
+                return self._shared(dest)
+            except OSError as e:
+                dest.unlink(missing_ok=True)
+                if not _no_room(e):
+                    raise
+                self._fell_back(log_fields)
+        return self._inline(container, cleanup)
+
+    @staticmethod
+    def _inline(container: Path, cleanup: ExitStack) -> Forward:
+        """The container opened, to go upstream as a data: URL (read as the request goes
+        out); it stays readable after the caller removes its name."""
         try:
             handle = container.open("rb")
         except OSError:

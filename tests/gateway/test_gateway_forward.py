@@ -10,6 +10,7 @@ import base64
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -169,6 +170,73 @@ def test_shared_mode_stored_file_streamed(gateways: dict[str, Any], media_dir: P
             assert line["forward_mode"] == "shared" and line["forward_copy"] == "link"
             assert line["prepared_cache"] == "hit" and line["engine_input_s"] > 0
         client.delete(f"/v1/files/{file_id}")
+
+
+@pytest.fixture
+def full_forward_folder(forward_root: Path) -> Iterator[Path]:
+    """A forward folder with no room (a 64 kB tmpfs) inside the engine's allowed folder."""
+    folder = forward_root / f"full-{os.getpid()}"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+        folder.rmdir()
+
+
+@pytest.mark.engine
+def test_a_full_forward_folder_sends_the_video_inline(
+    engine: tuple[str, Path],
+    full_forward_folder: Path,
+    media_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Shared mode with no room to forward (the compose tmpfs under load): the video goes
+    inline as a data: URL, the answer is the same; never a failed request."""
+    path = media_dir / "w33698kgs05.mp4"
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    extra = ["--forward-mode", "shared", "--forward-dir", str(full_forward_folder)]
+    proc = start_gateway(engine[0], port, tmp_path / "files", log, extra)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=300) as client:
+            direct = first_step(
+                client.post(engine[0] + "/v1/chat/completions", json=chat_body(data_url(path)))
+            )
+            reply = client.post(
+                base + "/v1/chat/completions",
+                json=chat_body(data_url(path)),
+                headers={"X-Request-Id": "full-data-url"},
+            )
+            assert distance(first_step(reply), direct) < 1e-4
+            with path.open("rb") as handle:  # kept raw in the store, on another filesystem
+                upload = client.post(
+                    base + "/v1/files",
+                    files={"file": (path.name, handle, "video/mp4")},
+                    data={"purpose": "user_data"},
+                )
+            assert upload.status_code == 200, upload.text
+            reply = client.post(
+                base + "/v1/chat/completions",
+                json=chat_body(upload.json()["id"]),
+                headers={"X-Request-Id": "full-file"},
+            )
+            assert distance(first_step(reply), direct) < 1e-4
+        for request_id in ("full-data-url", "full-file"):
+            (line,) = log_lines(log, request_id)
+            assert line["forward_fallback"] == "inline" and line["status"] == 200, line
+        assert not list(full_forward_folder.iterdir())
+    finally:
+        stop(proc)
 
 
 # ---------------------------------------------------------------------------------------
