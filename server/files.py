@@ -20,11 +20,14 @@ import re
 import secrets
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from arc_media import prepared as prepared_container
 
 from .errors import APIError
 
@@ -167,25 +170,30 @@ class FileStore:
         return self._dir(file_id) / "source"
 
     def prepared(
-        self, file_id: str, start: float | None, end: float | None
+        self, file_id: str, start: float | None, end: float | None, encoding: str | None = None
     ) -> tuple[BinaryIO, dict] | None:
         """The prepared container of the file (or of a clip of it), open (it stays readable
-        if evicted meanwhile), and its summary; the caller closes it."""
+        if evicted meanwhile), and its summary; the caller closes it. Given `encoding`, a
+        container of another one (kept before the forward mode changed) is not cached."""
         path = self._dir(file_id) / _prepared_name(start, end)
         try:
             summary = json.loads(path.with_name(path.name + ".json").read_text())
             handle = path.open("rb")
         except (FileNotFoundError, ValueError):
             return None
+        if encoding is not None and container_encoding(handle) != encoding:
+            handle.close()
+            return None
         _touch(path)
         return handle, summary
 
     def link_prepared(
-        self, file_id: str, start: float | None, end: float | None, dest: Path
+        self, file_id: str, start: float | None, end: float | None, dest: Path, encoding: str
     ) -> tuple[dict, str] | None:
         """The prepared container of the file (or of a clip of it) put at `dest` (shared
         mode's forward folder) by a hard link, or a copy where links fail (another
-        filesystem); (its summary, "link" or "copy"), or None if it is not cached."""
+        filesystem); (its summary, "link" or "copy"), or None if it is not cached in
+        `encoding` (one kept before the forward mode changed is prepared again)."""
         path = self._dir(file_id) / _prepared_name(start, end)
         try:
             summary = json.loads(path.with_name(path.name + ".json").read_text())
@@ -193,6 +201,11 @@ class FileStore:
             return None
         how = link_or_copy(path, dest)
         if how is None:
+            return None
+        with dest.open("rb") as handle:
+            kept = container_encoding(handle)
+        if kept != encoding:
+            dest.unlink(missing_ok=True)
             return None
         _touch(path)
         return summary, how
@@ -260,6 +273,19 @@ class FileStore:
             if need <= free:
                 return True
         return False
+
+
+def container_encoding(handle: BinaryIO) -> str | None:
+    """The encoding a prepared container's manifest names (arc_media.prepared: "jpeg-flac"
+    when it names none), or None if it is not one; `handle` is left at its start."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            manifest = json.loads(archive.read(prepared_container.MANIFEST))
+        encoding = manifest.get("encoding", prepared_container.JPEG_FLAC)
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
+        encoding = None
+    handle.seek(0)
+    return encoding if isinstance(encoding, str) else None
 
 
 def link_or_copy(source: Path, dest: Path) -> str | None:

@@ -129,7 +129,9 @@ class VideoSources:
             if s.shared_forward:
                 dest = self._forward_name(cleanup)
                 try:
-                    linked = self.store.link_prepared(stored.id, options.start, options.end, dest)
+                    linked = self.store.link_prepared(
+                        stored.id, options.start, options.end, dest, self.ingestor.encoding
+                    )
                 except OSError as e:
                     if not _no_room(e):
                         raise
@@ -143,7 +145,10 @@ class VideoSources:
                     )
                     return self._shared(dest), VideoSummary(**summary), stored.id
             if inline:
-                cached = self.store.prepared(stored.id, options.start, options.end)
+                # Container mode takes the compact form only; the full folder's fallback
+                # sends either inline.
+                wanted = None if s.shared_forward else self.ingestor.encoding
+                cached = self.store.prepared(stored.id, options.start, options.end, wanted)
                 if cached is not None:
                     handle, summary = cached
                     cleanup.callback(handle.close)
