@@ -15,6 +15,7 @@ removed when the answer is done, whatever ended it.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -22,10 +23,11 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from . import safe_fetch
 from .config import Settings
@@ -37,6 +39,25 @@ from .schemas import VideoOptions
 from .uploads import ChatBody, decode_data_url
 
 log = logging.getLogger("arc.gateway")
+T = TypeVar("T")
+
+
+async def _off_loop(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in a thread: a copy into the forward folder (another filesystem,
+    e.g. the compose tmpfs: up to ~184 MB of raw frames) would stop every other request
+    for its whole length on the event loop. A cancelled caller (the client went away)
+    still waits for it to end, so no file it writes appears after the cleanup that
+    removes it."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise
 
 
 @dataclass
@@ -129,8 +150,13 @@ class VideoSources:
             if s.shared_forward:
                 dest = self._forward_name(cleanup)
                 try:
-                    linked = self.store.link_prepared(
-                        stored.id, options.start, options.end, dest, self.ingestor.encoding
+                    linked = await _off_loop(
+                        self.store.link_prepared,
+                        stored.id,
+                        options.start,
+                        options.end,
+                        dest,
+                        self.ingestor.encoding,
                     )
                 except OSError as e:
                     if not _no_room(e):
@@ -162,7 +188,7 @@ class VideoSources:
                 self.store.keep_prepared(
                     stored.id, options.start, options.end, container, summary.as_dict()
                 )
-                forward = self._forward(container, cleanup, log_fields)
+                forward = await self._forward(container, cleanup, log_fields)
             finally:
                 container.unlink(missing_ok=True)
             return forward, summary, stored.id
@@ -245,7 +271,7 @@ class VideoSources:
         log_fields["forward_fallback"] = "inline"
         log.warning(json.dumps({"event": "forward_dir_full", "sent": "inline"}))
 
-    def _forward(self, container: Path, cleanup: ExitStack, log_fields: dict) -> Forward:
+    async def _forward(self, container: Path, cleanup: ExitStack, log_fields: dict) -> Forward:
         """The container in `container` (left there, the caller removes it) as it goes
         upstream: opened (container mode) or put in the forward folder (shared mode; inline
         when the folder is full)."""
@@ -257,7 +283,7 @@ class VideoSources:
             except OSError:  # the forward folder is on another filesystem
                 pass
             try:
-                shutil.copyfile(container, dest)
+                await _off_loop(shutil.copyfile, container, dest)
                 return self._shared(dest)
             except OSError as e:
                 dest.unlink(missing_ok=True)
