@@ -116,3 +116,34 @@ class FakeUpstream(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    def send_completion(self, text: str = "ok") -> None:
+        """A whole chat completion of one short answer."""
+        self.send_json(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
+
+def upload_video(base: str, path: Path, timeout: float = 120) -> httpx.Response:
+    """POST /v1/files of a video file, as a client uploads it."""
+    with path.open("rb") as handle:
+        return httpx.post(
+            base + "/v1/files",
+            files={"file": (path.name, handle, "video/mp4")},
+            data={"purpose": "user_data"},
+            timeout=timeout,
+        )

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from media_factory import ffmpeg, make_clip, rotate
-from servers import free_port, start_gateway, stop
+from servers import free_port, start_gateway, stop, upload_video
 
 pytestmark = pytest.mark.engine
 
@@ -149,13 +149,7 @@ def test_server_timing_names_the_stages(gateway: str, videos: Path) -> None:
     assert set(stages) == {"receive", "queue", "decode", "encode", "engine-input"}, stages
     assert stages["decode"] > 0 and stages["encode"] > 0 and stages["engine-input"] > 0
 
-    with video.open("rb") as handle:
-        upload = httpx.post(
-            gateway + "/v1/files",
-            files={"file": (video.name, handle, "video/mp4")},
-            data={"purpose": "user_data"},
-            timeout=120,
-        )
+    upload = upload_video(gateway, video)
     assert upload.status_code == 200
     stages = server_timing(upload.headers["server-timing"])
     assert set(stages) == {"receive", "queue", "decode", "encode", "store"}, stages

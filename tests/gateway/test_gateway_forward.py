@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from logprobs import distance, first_step
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, start_gateway, stop, upload_video
 
 from arc_media import prepared
 from server import config
@@ -218,12 +218,7 @@ def test_a_full_forward_folder_sends_the_video_inline(
                 headers={"X-Request-Id": "full-data-url"},
             )
             assert distance(first_step(reply), direct) < 1e-4
-            with path.open("rb") as handle:  # kept raw in the store, on another filesystem
-                upload = client.post(
-                    base + "/v1/files",
-                    files={"file": (path.name, handle, "video/mp4")},
-                    data={"purpose": "user_data"},
-                )
+            upload = upload_video(base, path)  # kept raw in the store, on another filesystem
             assert upload.status_code == 200, upload.text
             reply = client.post(
                 base + "/v1/chat/completions",
@@ -269,23 +264,7 @@ class Recorder(FakeUpstream):
             return
         if text == "hang":
             time.sleep(20)
-        self.send_json(
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "ok"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+        self.send_completion()
 
 
 @pytest.fixture(scope="module")
@@ -359,13 +338,7 @@ def test_stored_file_is_forwarded_by_a_link_and_unlinked(
     recorder: dict[str, Any], media_dir: Path
 ) -> None:
     path = media_dir / "syn_short.mp4"
-    with path.open("rb") as handle:
-        upload = httpx.post(
-            recorder["url"] + "/v1/files",
-            files={"file": (path.name, handle, "video/mp4")},
-            data={"purpose": "user_data"},
-            timeout=120,
-        )
+    upload = upload_video(recorder["url"], path)
     assert upload.status_code == 200, upload.text
     file_id = upload.json()["id"]
     stored = recorder["log"].parent / "files" / file_id / "prepared-full.arcz"

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, start_gateway, stop, upload_video
 
 SHM = Path("/dev/shm")
 
@@ -46,23 +46,7 @@ class Recorder(FakeUpstream):
         except (OSError, zipfile.BadZipFile):
             record["encoding"] = None
         self.seen.append(record)
-        self.send_json(
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "ok"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+        self.send_completion()
 
 
 @pytest.fixture
@@ -76,13 +60,7 @@ def upstream() -> Iterator[dict[str, Any]]:
 
 
 def upload(base: str, path: Path) -> str:
-    with path.open("rb") as handle:
-        reply = httpx.post(
-            base + "/v1/files",
-            files={"file": (path.name, handle, "video/mp4")},
-            data={"purpose": "user_data"},
-            timeout=120,
-        )
+    reply = upload_video(base, path)
     assert reply.status_code == 200, reply.text
     return reply.json()["id"]
 
