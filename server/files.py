@@ -82,14 +82,14 @@ class FileStore:
         filename: str,
         purpose: str,
         size: int,
-        container: Path,
+        container: Path | None,
         video: dict,
         file_id: str | None = None,
     ) -> StoredFile:
-        """Stores an upload and its prepared container (both files are moved in), or
-        refuses it (413, 507) when it cannot fit: nothing is acknowledged that a sweep
-        would drop."""
-        need = size + container.stat().st_size + META_MARGIN
+        """Stores an upload and its prepared container (both files are moved in; a long
+        video has none: its segments are kept as clip caches), or refuses it (413, 507)
+        when it cannot fit: nothing is acknowledged that a sweep would drop."""
+        need = size + (container.stat().st_size if container else 0) + META_MARGIN
         if need > self.budget_bytes:
             raise APIError(
                 413,
@@ -109,8 +109,9 @@ class FileStore:
         folder = self._dir(file_id)
         folder.mkdir(parents=True)
         source.replace(folder / "source")
-        container.replace(folder / FULL)
-        (folder / (FULL + ".json")).write_text(json.dumps(video))
+        if container is not None:
+            container.replace(folder / FULL)
+            (folder / (FULL + ".json")).write_text(json.dumps(video))
         now = int(time.time())
         stored = StoredFile(file_id, filename, purpose, size, now, now + self.ttl_s, video)
         (folder / "meta.json").write_text(json.dumps(asdict(stored)))
