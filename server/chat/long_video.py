@@ -18,10 +18,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -39,6 +39,7 @@ from .answers import parse_answer
 from .upstream_requests import Integrator, UpstreamRequests
 
 log = logging.getLogger("arc.gateway")
+T = TypeVar("T")
 
 # What a worker says about a video it cannot prepare: for a segment, a 422 naming it.
 VIDEO_FAULTS = (
@@ -198,24 +199,21 @@ class LongVideo:
         )
 
     async def _send(self, body: Body, headers: dict[str, str], fields: dict, what: str) -> dict:
-        """One upstream request, retried once on an engine error."""
-        for attempt in (1, 2):
-            try:
-                return await self.upstream.chat(body, headers, fields)
-            except APIError as e:
-                if attempt == 1 and _retryable(e):
-                    self.metrics.segments.labels("retried").inc()
-                    self.log_fields["segments_retried"] = (
-                        self.log_fields.get("segments_retried", 0) + 1
-                    )
-                    event = {"event": "segment_retried", "what": what, "code": e.code}
-                    log.warning(json.dumps(event))
-                    continue
-                self.metrics.segments.labels("failed").inc()
-                raise APIError(
-                    e.status_code, f"{what}: {e.message}", e.code, param=e.param, headers=e.headers
-                ) from None
-        raise AssertionError("unreachable")
+        """One segment's request, retried once on an engine error."""
+
+        def retried(error: APIError) -> None:
+            self.metrics.segments.labels("retried").inc()
+            self.log_fields["segments_retried"] = self.log_fields.get("segments_retried", 0) + 1
+            log.warning(json.dumps({"event": "segment_retried", "what": what, "code": error.code}))
+
+        try:
+            return await once_more(lambda: self.upstream.chat(body, headers, fields), what, retried)
+        except APIError:
+            self.metrics.segments.labels("failed").inc()
+            for key in ("upstream_status", "upstream_error"):  # vLLM's words, for the log
+                if key in fields:
+                    self.log_fields[key] = fields[key]
+            raise
 
     # -- usage -----------------------------------------------------------------------------
 
@@ -268,28 +266,17 @@ class LongVideo:
         self.metrics.integration_passes.labels(self.task).inc()
         t0 = time.perf_counter()
         try:
-            fields: dict = {}
-            return await self._send_integration(body, headers, fields)
+            return await once_more(
+                # vLLM's words on a failure go to the request's log line
+                lambda: self.integrator.upstream.chat(body, headers, self.log_fields),
+                self._pass_name(),
+                _integration_retried,
+            )
         finally:
             self._timed_pass(t0)
 
-    async def _send_integration(self, body: Body, headers: dict[str, str], fields: dict) -> dict:
-        for attempt in (1, 2):
-            try:
-                return await self.integrator.upstream.chat(body, headers, fields)
-            except APIError as e:
-                if attempt == 1 and _retryable(e):
-                    log.warning(json.dumps({"event": "integration_retried", "code": e.code}))
-                    continue
-                self.log_fields["integration_error"] = fields.get("upstream_error", e.code)
-                raise APIError(
-                    e.status_code,
-                    f"the integration pass that joins the {self.count} segment answers "
-                    f"failed: {e.message}",
-                    e.code,
-                    headers=e.headers,
-                ) from None
-        raise AssertionError("unreachable")
+    def _pass_name(self) -> str:
+        return f"the integration pass joining the {self.count} segment answers"
 
     def _timed_pass(self, t0: float) -> None:
         seconds = time.perf_counter() - t0
@@ -414,21 +401,33 @@ class LongVideo:
         yield stream.DONE
 
     async def _open_integration(self, body: Body, headers: dict[str, str]) -> Any:
-        fields: dict = {}
-        for attempt in (1, 2):
-            try:
-                return await self.integrator.upstream.open_stream(body, headers, fields)
-            except APIError as e:
-                if attempt == 1 and _retryable(e):
-                    continue
-                raise APIError(
-                    e.status_code,
-                    f"the integration pass that joins the {self.count} segment answers "
-                    f"failed: {e.message}",
-                    e.code,
-                    headers=e.headers,
-                ) from None
-        raise AssertionError("unreachable")
+        return await once_more(
+            lambda: self.integrator.upstream.open_stream(body, headers, self.log_fields),
+            self._pass_name(),
+            _integration_retried,
+        )
+
+
+async def once_more(
+    send: Callable[[], Awaitable[T]], what: str, on_retry: Callable[[APIError], None]
+) -> T:
+    """`send()`, sent again once after an engine error (5xx, unreachable, busy); the error
+    that stays names `what`."""
+    for attempt in (1, 2):
+        try:
+            return await send()
+        except APIError as e:
+            if attempt == 1 and _retryable(e):
+                on_retry(e)
+                continue
+            raise APIError(
+                e.status_code, f"{what}: {e.message}", e.code, param=e.param, headers=e.headers
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _integration_retried(error: APIError) -> None:
+    log.warning(json.dumps({"event": "integration_retried", "code": error.code}))
 
 
 def _json(data: str) -> dict | None:
