@@ -204,6 +204,8 @@ class VideoService:
         self.metrics.forwarded_bytes.inc(forward.size)
         log_fields.setdefault("decode_s", summary.decode_s)
         log_fields.setdefault("encode_s", summary.encode_s)
+        # prepare_video's own stages (probe, decode, overlay, resize, frames, audio)
+        log_fields.setdefault("decode_stages_s", summary.stages)
         log_fields["decode_wait_s"] = summary.wait_s
         if summary.notes:
             log_fields["video_notes"] = summary.notes

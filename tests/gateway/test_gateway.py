@@ -128,6 +128,8 @@ def test_one_json_log_line_per_request(gateway: str, videos: Path) -> None:
         assert key in entry, entry
     for key in ("receive_s", "decode_wait_s", "encode_s"):
         assert entry[key] >= 0, entry
+    # The decode worker's stages, from prepare_video's timings hook.
+    assert {"probe", "frames", "audio", "decode"} <= set(entry["decode_stages_s"]), entry
 
 
 def server_timing(header: str) -> dict[str, float]:
