@@ -6,10 +6,12 @@ video, each timed end to end, and the gateway's memory sampled while they run.
     sequential       (a) the same segments as clip requests (`video.start`/`end`), one
                      after another
     concurrent       (b) the same clip requests, all sent at once by the client
-    second-question  the segmented request again, about the same stored file
+    second-question  the segmented request again, about the same stored file (run right
+                     after the first)
 
-Each path asks about a stored file of its own (uploaded just before, untimed), so that no
-path finds another's prepared segments in the file store.
+Each other path asks about a stored file of its own (uploaded just before, untimed, of a
+video of its own), so that no path finds another's prepared segments in the file store or
+its prompts in the engine's caches.
 """
 
 from __future__ import annotations
