@@ -19,7 +19,6 @@ Skips, saying why, when Playwright or Chromium is absent (scripts/setup.sh insta
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -34,7 +33,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, gateway_on_stand_in, start_gateway, stop
 
 from server import playground
 from server.playground.routes import STATIC
@@ -276,20 +275,10 @@ class _StandInEngine(FakeUpstream):
 @pytest.fixture(scope="module")
 def stand_in_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real gateway (uploads decoded for real) in front of the stand-in engine."""
-    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StandInEngine)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    folder = tmp_path_factory.mktemp("playground-fake")
-    port = free_port()
-    proc = start_gateway(
-        f"http://127.0.0.1:{fake.server_address[1]}",
-        port,
-        folder / "files",
-        folder / "gateway.log",
-        ["--decode-workers", "1", "--served-model-name", "stand-in"],
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-    fake.shutdown()
+    folder = tmp_path_factory.mktemp("playground-stand-in")
+    extra = ["--decode-workers", "1", "--served-model-name", "stand-in"]
+    with gateway_on_stand_in(_StandInEngine, folder, extra) as base:
+        yield base
 
 
 @pytest.fixture
@@ -548,6 +537,16 @@ def test_keyboard_operation_and_labels(open_page: Any, stand_in_gateway: str, cl
     assert page.js("document.getElementById('key-dialog').open") is False
     assert page.js(UNNAMED_CONTROLS) == []
 
+    # Ask and Stop from the keyboard: the focus moves to Stop, then back to Ask.
+    tab.focus("#ask-button")
+    page.count_answers()
+    tab.keyboard.press("Enter")
+    page.wait("() => document.activeElement.id === 'stop-button'", timeout=5_000)
+    tab.keyboard.press("Enter")
+    page.wait_answer()
+    assert page.text("#answer-status") == "Stopped."
+    assert page.js("document.activeElement.id") == "ask-button"
+
 
 def test_errors_are_shown_in_words(open_page: Any, stand_in_gateway: str, tmp_path: Path) -> None:
     page = open_page(stand_in_gateway)
@@ -565,10 +564,34 @@ def test_errors_are_shown_in_words(open_page: Any, stand_in_gateway: str, tmp_pa
             data={"purpose": "user_data"},
             timeout=60,
         ).json()["error"]
-    page.upload(bad)
+    # Dropped on the page (a drop anywhere is taken: the browser would leave the page).
+    page.js(
+        """() => {
+          const drop = new DataTransfer();
+          const bytes = 'this is not a video\\n'.repeat(50);
+          drop.items.add(new File([bytes], 'notes.mp4', {type: 'video/mp4'}));
+          document.body.dispatchEvent(
+            new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+        }"""
+    )
+    page.wait("() => !document.getElementById('video-error').hidden")
     shown = page.text("#video-error")
     assert shown == f"The upload failed: {expected['message']} ({expected['code']})", shown
     assert page.js("document.getElementById('player').hidden")
+
+    # The gateway unreachable (the connection cut), then an upload cancelled midway.
+    page.tab.route("**/v1/files", lambda route: route.abort())
+    page.upload(bad)
+    assert page.text("#video-error").startswith("The upload failed: Could not reach the gateway")
+    page.tab.unroute("**/v1/files")
+    held: list[Any] = []
+    page.tab.route("**/v1/files", lambda route: held.append(route))  # never answered
+    page.tab.set_input_files("#file-input", str(bad))
+    page.tab.click("#upload-cancel")
+    page.wait("() => document.getElementById('video-status').textContent === 'Upload cancelled.'")
+    assert page.js("document.getElementById('video-error').hidden")
+    assert page.js("!document.getElementById('file-input').disabled")
+    page.tab.unroute("**/v1/files")
 
     # A URL the gateway refuses: its message under the answer.
     url = "https://127.0.0.1/clip.mp4"

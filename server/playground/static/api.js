@@ -92,10 +92,15 @@ export async function getJSON(path) {
 
 // POST /v1/files with the upload's progress: fetch has no upload progress, XHR does.
 // onProgress(fraction) as bytes leave; onSent() once all are sent (the gateway then
-// decodes the video before it answers).
-export function uploadFile(file, { onProgress, onSent }) {
+// decodes the video before it answers); `signal` cancels it.
+export function uploadFile(file, { onProgress, onSent, signal }) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    if (signal?.aborted) {
+      reject(new DOMException("upload aborted", "AbortError"));
+      return;
+    }
+    signal?.addEventListener("abort", () => xhr.abort());
     xhr.open("POST", "/v1/files");
     for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {

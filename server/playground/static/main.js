@@ -41,6 +41,7 @@ const state = {
   objectUrl: null,
   clip: null, // [start, end] in seconds, or null for the whole video
   asking: null, // the AbortController of the answer in progress
+  upload: null, // the AbortController of the upload in progress
 };
 
 // ---- messages in words -------------------------------------------------------------
@@ -230,8 +231,11 @@ function megabytes(bytes) {
 async function useFile(file) {
   const token = newVideo();
   const input = $("file-input");
+  const cancel = new AbortController();
+  state.upload = cancel;
   input.disabled = true;
   $("upload").hidden = false;
+  $("upload-cancel").hidden = false;
   setProgress(0);
   show($("video-status"), `Uploading ${file.name} (${megabytes(file.size)})…`);
   showPlayer(URL.createObjectURL(file));
@@ -239,6 +243,7 @@ async function useFile(file) {
     const uploaded = await withKey(() => {
       setProgress(0);
       return uploadFile(file, {
+        signal: cancel.signal,
         onProgress: setProgress,
         onSent: () => {
           if (token === state.videoToken) {
@@ -259,13 +264,22 @@ async function useFile(file) {
     );
   } catch (error) {
     if (token !== state.videoToken) return;
-    show($("video-status"), "");
-    show($("video-error"), `The upload failed: ${describe(error)}`);
+    show($("video-status"), error.name === "AbortError" ? "Upload cancelled." : "");
+    if (error.name !== "AbortError") {
+      show($("video-error"), `The upload failed: ${describe(error)}`);
+    }
     showPlayer(null);
+    input.value = ""; // the same file may be picked again
   } finally {
-    input.disabled = false;
+    if (state.upload === cancel) {
+      state.upload = null;
+      input.disabled = false;
+      $("upload-cancel").hidden = true;
+    }
   }
 }
+
+$("upload-cancel").addEventListener("click", () => state.upload?.abort());
 
 $("file-input").addEventListener("change", () => {
   const file = $("file-input").files[0];
@@ -346,7 +360,7 @@ function showSegments(segments) {
     button.type = "button";
     button.className = "quiet time";
     button.textContent = formatRange(segment.start, segment.end);
-    button.setAttribute("aria-label", `Seek to ${formatTime(segment.start)}`);
+    button.title = `Play from ${formatTime(segment.start)}`;
     button.addEventListener("click", () => seek(segment.start));
     const text = document.createElement("span");
     text.textContent = segment.text || "";
@@ -496,10 +510,19 @@ function showSegmentProgress(comment) {
 }
 
 function setAsking(controller) {
+  const ask = $("ask-button");
+  const stop = $("stop-button");
+  // Keyboard focus moves between Ask and Stop, rather than falling to the page when the
+  // focused one goes away.
+  const focused = document.activeElement;
   state.asking = controller;
-  $("ask-button").disabled = Boolean(controller);
-  $("stop-button").hidden = !controller;
+  ask.disabled = Boolean(controller);
+  stop.hidden = !controller;
   $("answer").setAttribute("aria-busy", controller ? "true" : "false");
+  if (controller && focused === ask) stop.focus({ preventScroll: true });
+  if (!controller && (focused === stop || focused === document.body)) {
+    ask.focus({ preventScroll: true });
+  }
 }
 
 async function ask(event) {
