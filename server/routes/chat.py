@@ -30,7 +30,6 @@ from ..inflight import Admission
 from ..ingest import VideoSummary
 from ..request_log import server_timing
 from ..schemas import (
-    SAMPLING_PARAMETERS,
     ChatCompletion,
     ChatCompletionRequest,
     ContentPart,
@@ -81,6 +80,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
         raise invalid_request(e.errors()) from None
     del raw
     message = _user_message(req)
+    req.check_question()
     options = req.video or VideoOptions()
     parts = message.content or []
     videos = [p for p, part in enumerate(parts) if part.type != "text"]
@@ -118,7 +118,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
             forwarded_bytes=summary.prepared_bytes,
         )
 
-    payload: dict[str, Any] = req.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True)
+    payload: dict[str, Any] = req.sampling_parameters()
     payload["messages"] = [{"role": "user", "content": content}]
     payload["model"] = await gateway.upstream.model(s.model)
     payload["stream"] = req.stream
