@@ -33,6 +33,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from media_factory import make_clip
 from servers import FakeUpstream, free_port, gateway_on_stand_in, start_gateway, stop
 
 from server import playground
@@ -137,6 +138,13 @@ class Page:
     def wait(self, expression: str, arg: Any = None, timeout: float = 30_000) -> None:
         self.tab.wait_for_function(expression, arg=arg, timeout=timeout)
 
+    def wait_for(self, condition: Any, what: str, seconds: float = 30) -> None:
+        """Waits for a condition on the test's side, letting the page's events come in."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, f"no {what} in {seconds:g} s"
+            self.tab.wait_for_timeout(50)
+
     def upload(self, path: Path) -> None:
         self.tab.set_input_files("#file-input", str(path))
         self.wait(
@@ -182,11 +190,14 @@ class Page:
               const target = document.querySelector(selector);
               const answer = document.getElementById('answer');
               window.textTrace = [];
-              new MutationObserver(() => window.textTrace.push({
-                text: target.textContent,
-                length: target.textContent.length,
-                busy: answer.getAttribute('aria-busy') === 'true'}))
-                .observe(target, {childList: true, characterData: true, subtree: true});
+              // One entry per change (several may come in one callback): the text it
+              // put in, the element's length then, and whether the answer was going on.
+              new MutationObserver((records) => {
+                for (const record of records) window.textTrace.push({
+                  text: [...record.addedNodes].map((n) => n.textContent).join(''),
+                  length: target.textContent.length,
+                  busy: answer.getAttribute('aria-busy') === 'true'});
+              }).observe(target, {childList: true, characterData: true, subtree: true});
             }""",
             selector,
         )
@@ -242,7 +253,8 @@ def real_gateway(
 
 
 class _StandInEngine(FakeUpstream):
-    """vLLM's stream of a known answer, a few characters every 40 ms."""
+    """vLLM's stream of a known answer, a few characters every 40 ms; for the question
+    "fail midway", the error event vLLM sends when its engine fails during an answer."""
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -252,6 +264,10 @@ class _StandInEngine(FakeUpstream):
         self.end_headers()
         pieces = [text[k : k + 12] for k in range(0, len(text), 12)]
         self._event(self._chunk({"role": "assistant", "content": ""}))
+        if "fail midway" in json.dumps(body["messages"]):
+            self._event(self._chunk({"content": "<think>Looking"}))
+            self._event({"error": {"message": "EngineDeadError: engine core died"}})
+            return
         for piece in pieces:
             time.sleep(0.04)
             self._event(self._chunk({"content": piece}))
@@ -468,6 +484,31 @@ def test_phone_width(open_page: Any, stand_in_gateway: str, clip: Path, tmp_path
     screenshot(page, "playground-phone.png", tmp_path)
 
 
+def test_a_video_the_browser_cannot_play(
+    open_page: Any, stand_in_gateway: str, tmp_path: Path
+) -> None:
+    """MPEG-4 Part 2 in Matroska: the gateway decodes it, Chromium does not. The page says
+    so, and the answer's ranges are still drawn over the file's duration."""
+    video = make_clip(tmp_path / "old.mkv", seconds=8, vcodec="mpeg4", acodec="mp2")
+    page = open_page(stand_in_gateway)
+    page.upload(video)
+    status = page.text("#video-status")
+    assert re.match(r"Ready: old\.mkv, 0:08(\.\d)?, 8 frames, with audio\.", status), status
+    file_id = re.search(r"\((file-[^)]+)\)", status).group(1)
+    duration = httpx.get(f"{stand_in_gateway}/v1/files/{file_id}").json()["video"][
+        "video_duration_s"
+    ]
+    page.wait("() => !document.getElementById('player-note').hidden")
+    assert page.text("#player-note").startswith("This browser cannot play this video itself")
+    page.ask("chapters")
+    bars = page.tab.locator("#segment-lane .segment")
+    lefts = [float(bars.nth(k).evaluate("b => parseFloat(b.style.left)")) for k in range(3)]
+    assert lefts == pytest.approx([100 * s / duration for s, _, _ in CHAPTERS], abs=0.01)
+    page.tab.click("#segment-list li:nth-child(2) button")
+    playhead = page.js("parseFloat(document.getElementById('playhead').style.left)")
+    assert playhead == pytest.approx(100 * 2 / duration)
+
+
 # Every control named for assistive technology: a label, aria-label(ledby), or its text.
 UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
     'input, textarea, select, button, video, progress, summary, [role=button]')]
@@ -496,11 +537,15 @@ def test_keyboard_operation_and_labels(open_page: Any, stand_in_gateway: str, cl
     positions = [order.index(name) for name in wanted]
     assert positions == sorted(positions), order
 
-    # The file chooser opened from the keyboard.
+    # The file chooser opened from the keyboard (listened for before the key is pressed:
+    # Playwright starts intercepting choosers when the first listener is added).
+    choosers: list[Any] = []
+    tab.on("filechooser", lambda chooser: choosers.append(chooser))
+    tab.wait_for_timeout(200)
     tab.focus("#file-input")
-    with tab.expect_file_chooser() as chooser:
-        tab.keyboard.press("Space")
-    chooser.value.set_files(str(clip))
+    tab.keyboard.press("Space")
+    page.wait_for(lambda: choosers, "a file chooser")
+    choosers[0].set_files(str(clip))
     page.wait("() => /^Ready:/.test(document.getElementById('video-status').textContent)")
 
     # A preset by arrow keys (one tab stop for the group), asked with Ctrl+Enter.
@@ -548,7 +593,9 @@ def test_keyboard_operation_and_labels(open_page: Any, stand_in_gateway: str, cl
     assert page.js("document.activeElement.id") == "ask-button"
 
 
-def test_errors_are_shown_in_words(open_page: Any, stand_in_gateway: str, tmp_path: Path) -> None:
+def test_errors_are_shown_in_words(
+    open_page: Any, stand_in_gateway: str, clip: Path, tmp_path: Path
+) -> None:
     page = open_page(stand_in_gateway)
     # Asked too early, or without the question the task needs: said on the page.
     page.tab.click("#ask-button")
@@ -608,6 +655,13 @@ def test_errors_are_shown_in_words(open_page: Any, stand_in_gateway: str, tmp_pa
     error = expected.json()["error"]
     assert error["code"] == "url_blocked_address"
     assert page.text("#answer-error") == f"{error['message']} ({error['code']})"
+
+    # The model server failing during the answer: the gateway's words, not vLLM's.
+    page.upload(clip)
+    page.ask("qa", "fail midway")
+    shown = page.text("#answer-error")
+    assert shown == "the model server failed while answering (upstream_error)", shown
+    assert page.text("#thinking-text") == "Looking"
 
 
 # -------------------------------------------- API keys and long videos (stand-in gateway)

@@ -179,6 +179,7 @@ function showPlayer(src) {
   state.objectUrl = src && src.startsWith("blob:") ? src : null;
   player.hidden = !src;
   $("player-empty").hidden = Boolean(src);
+  show($("player-note"), "");
   if (src) player.src = src;
   else player.removeAttribute("src");
   player.load();
@@ -196,9 +197,9 @@ player.addEventListener("seeked", () => timeline.setTime(player.currentTime));
 player.addEventListener("error", () => {
   if (!player.getAttribute("src")) return;
   show(
-    $("video-status"),
-    `${$("video-status").textContent} This browser cannot play this video itself; ` +
-      "the model can still answer about it, and the timeline still shows the answer's ranges.",
+    $("player-note"),
+    "This browser cannot play this video itself (its format or codec): the model can " +
+      "still answer about it, and the timeline still shows the answer's time ranges.",
   );
 });
 
