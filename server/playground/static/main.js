@@ -129,16 +129,18 @@ $("key-button").addEventListener("click", () => {
 // retries, until the call passes or the prompt is cancelled.
 async function withKey(call) {
   for (;;) {
+    const sent = getKey();
     try {
       return await call();
     } catch (error) {
       if (!(error instanceof ApiError) || !error.needsKey) throw error;
-      const refused = Boolean(getKey());
+      if (getKey() !== sent) continue; // another key came meanwhile: try that one
       setKey("");
+      const why = error.message.replace(/\.$/, "");
       const key = await askForKey(
-        refused
-          ? `The key was refused: ${error.message}. Type the right key.`
-          : `This gateway needs an API key: ${error.message}`,
+        sent
+          ? `The key was refused: ${why}. Type the right key.`
+          : `This gateway needs an API key: ${why}.`,
       );
       if (!key) {
         throw new ApiError(401, "No API key: this gateway needs one (the API key button, top right).");
