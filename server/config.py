@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arc-gateway",
         description="The arc-video-serve gateway: accepts videos (upload, data URL, https "
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
-        "model-ready requests to vLLM behind an OpenAI-compatible API. Every option can "
+        "model-ready requests to vLLM behind an OpenAI-compatible API; a page to try the "
+        "model in a browser at / (http://127.0.0.1:8080/ by default). Every option can "
         f"also be set by an environment variable {ENV_PREFIX}<OPTION> (shown below).",
     )
     for item in dataclasses.fields(Settings):
