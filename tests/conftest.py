@@ -80,3 +80,15 @@ def engine(
     proc = start_engine(checkpoint, port, log, ["--allowed-local-media-path", str(engine_files)])
     yield f"http://127.0.0.1:{port}", checkpoint
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One real PostgreSQL server for the session (tests/postgres.py); each test that needs
+    a database takes a fresh one from it (`postgres.new_database()`)."""
+    from postgres import remove, start_postgres
+    from servers import free_port
+
+    server = start_postgres(free_port())
+    yield server
+    remove(server)
