@@ -65,6 +65,7 @@ class PostgresServer:
     def stop(self) -> None:
         subprocess.run(
             [*self._as, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+            check=False,
             capture_output=True,
             timeout=60,
         )
