@@ -99,6 +99,7 @@ def quick_key(database: str, name: str, **limits: float) -> dict[str, str]:
 
     db = Database(database)
     try:
+        db.migrate()
         _, secret = db.call(create, name, KeyLimits(**limits))
     finally:
         db.close()
@@ -159,7 +160,13 @@ def deployment(
         stop(proc)
 
 
-def ask(base: str, headers: dict[str, str], url: str | None = None, **extra: object):
+def ask(
+    base: str,
+    headers: dict[str, str],
+    url: str | None = None,
+    timeout: float = 120,
+    **extra: object,
+) -> httpx.Response:
     content: list[dict] = [{"type": "text", "text": "what happens?"}]
     if url is not None:
         content.insert(0, {"type": "video_url", "video_url": {"url": url}})
@@ -167,7 +174,7 @@ def ask(base: str, headers: dict[str, str], url: str | None = None, **extra: obj
         base + "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra},
         headers=headers,
-        timeout=120,
+        timeout=timeout,
     )
 
 
