@@ -216,6 +216,15 @@ class Settings:
             "while no key exists)"
         },
     )
+    isolate_mm_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "also salt vLLM's multimodal processor and encoder caches per key (sends "
+            "mm_processor_kwargs.arc_cache_salt; the engines must run with "
+            "--trust-request-mm-kwargs). Off: those caches stay keyed by the video's content "
+            "alone, see README 'API keys and limits'"
+        },
+    )
     lease_ttl_s: float = field(
         default=60.0,
         metadata={

@@ -38,7 +38,9 @@ class Gateway:
             self.db,
             self.leases,
         )
-        self.tenancy = Tenancy(self.db, self.leases, settings.admin_secret())
+        self.tenancy = Tenancy(
+            self.db, self.leases, settings.admin_secret(), settings.isolate_mm_cache
+        )
         self.inflight = InFlight(settings.max_inflight, self.metrics.inflight)
         self._ingestor: Ingestor | None = None
         self._videos: VideoSources | None = None

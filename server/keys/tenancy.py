@@ -4,9 +4,12 @@ a chat request's stored files are the caller's, and keep tenants apart upstream.
 Nothing shared between tenants: every upstream request carries
 - `cache_salt`: vLLM salts its prefix cache with it, so one key's cached blocks (and the
   time they save) are never hit by another key's request;
-- `mm_processor_kwargs.arc_cache_salt`: vLLM keys its multimodal processor cache and its
-  encoder cache by the item's content hashed together with the processor kwargs, so the
-  same video sent by two keys is two items there too (the plugin ignores the value);
+- with `--isolate-mm-cache`, `mm_processor_kwargs.arc_cache_salt`: vLLM keys its
+  multimodal processor cache and its encoder cache by the item's content hashed together
+  with the processor kwargs, so the same video sent by two keys is two items there too
+  (the plugin ignores the value). vLLM 0.32 takes per-request processor kwargs only from
+  engines started with `--trust-request-mm-kwargs`, hence off by default: those caches are
+  then shared by content (the residual timing bound is in the README);
 - `x-arc-session` (the router's session key, when the video is a stored file): derived
   from the key and the file, so one key's questions about a file go to one engine and no
   two keys share a session.
@@ -39,8 +42,11 @@ SESSION_HEADER = "x-arc-session"
 
 
 class Tenancy:
-    def __init__(self, db: Database, leases: Leases, admin_key: str | None):
+    def __init__(
+        self, db: Database, leases: Leases, admin_key: str | None, isolate_mm_cache: bool = False
+    ):
         self.db = db
+        self.isolate_mm_cache = isolate_mm_cache
         self.leases = leases
         self.auth = Authenticator(db, admin_key)
         self.limiter = RateLimiter(db, leases)
@@ -103,6 +109,8 @@ class Tenancy:
     def upstream_fields(self, caller: Caller) -> dict[str, Any]:
         """What every upstream chat request of `caller` carries, beside its own fields."""
         salt = self.cache_salt(caller)
+        if not self.isolate_mm_cache:
+            return {"cache_salt": salt}
         return {"cache_salt": salt, "mm_processor_kwargs": {"arc_cache_salt": salt}}
 
     def upstream_headers(self, caller: Caller, file_id: str | None) -> dict[str, str]:
