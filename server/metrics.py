@@ -12,7 +12,8 @@ _FRAMES = (1, 2, 4, 8, 16, 32, 64, 100, 150)
 REJECTION_REASONS = (
     # requests
     "invalid_json", "invalid_request", "unknown_parameter", "unsupported_content",
-    "single_user_message", "too_many_videos", "no_video", "request_too_large",
+    "single_user_message", "too_many_videos", "no_video", "missing_question",
+    "request_too_large",
     "not_found", "model_not_found", "method_not_allowed", "http_error", "too_many_requests", "client_closed",
     # uploads and files
     "wrong_content_type", "bad_multipart", "missing_file", "multiple_files", "invalid_purpose",

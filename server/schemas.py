@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from .errors import APIError
 
 TaskName = Literal["qa", "summary", "grounding", "mcq", "chapters", "none"]
 
@@ -123,6 +134,12 @@ SAMPLING_PARAMETERS = (
 )
 
 
+# The tasks whose prompt needs the user's question. The authors have a question of their
+# own only for summary and chapters (arc-serve's chat template adds it when the text is
+# empty: vllm_plugin/prompts.py), and "none" sends whatever text there is.
+TASKS_NEEDING_A_QUESTION = ("qa", "grounding", "mcq")
+
+
 class ChatCompletionRequest(_Closed):
     model: str | None = Field(default=None, max_length=256, description="ignored: one model")
     messages: list[Message] = Field(min_length=1)
@@ -154,15 +171,66 @@ class ChatCompletionRequest(_Closed):
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("n")
+    @classmethod
+    def _several_answers_are_sampled(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value > 1 and not info.data.get("temperature"):
+            raise ValueError(
+                f"asks for {value} answers, but without a temperature above 0 every answer "
+                "is the same greedy one: set temperature (e.g. 0.7) or leave n at 1"
+            )
+        return value
 
-class Segment(BaseModel):
+    def task(self) -> str:
+        """The prompt preset: `video.task`, else `chat_template_kwargs.task`, else qa."""
+        template = self.chat_template_kwargs.task if self.chat_template_kwargs else None
+        return (self.video.task if self.video else None) or template or "qa"
+
+    def check_question(self) -> None:
+        """A 400 when the task needs a question and the user message has no text: the model
+        would answer the bare instruction (noise)."""
+        task = self.task()
+        content = self.messages[0].content or []
+        if task not in TASKS_NEEDING_A_QUESTION or any(
+            part.text and part.text.strip() for part in content
+        ):
+            return
+        raise APIError(
+            400,
+            f"task {task!r} needs a question: add a text part to the user message "
+            "(only summary and chapters have a default question)",
+            "missing_question",
+            param="messages[0].content",
+        )
+
+    def sampling_parameters(self) -> dict[str, Any]:
+        """The sampling parameters for vLLM: those the request set, and temperature 0
+        (greedy, as the authors generate) when it set none. Any upstream vLLM then answers
+        greedily by default, whatever its own or the checkpoint's defaults."""
+        sent = self.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True)
+        sent.setdefault("temperature", 0.0)
+        return sent
+
+
+class _EveryKey(BaseModel):
+    """Serialized with every field, null included, even where the answer drops empty
+    fields (exclude_none): clients read `structured["answer"]` without looking first."""
+
+    @model_serializer(mode="wrap")
+    def _every_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {name: data.get(name) for name in type(self).model_fields}
+
+
+class Segment(_EveryKey):
     start: float
     end: float
     text: str | None = None
 
 
-class StructuredAnswer(BaseModel):
-    """The answer parsed from the model's `<think>...</think><answer>...</answer>`."""
+class StructuredAnswer(_EveryKey):
+    """The answer parsed from the model's `<think>...</think><answer>...</answer>`: every
+    key always present, null when the text has no such part."""
 
     thinking: str | None = None
     answer: str | None = None

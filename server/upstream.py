@@ -1,9 +1,10 @@
 """The vLLM OpenAI server behind the gateway (arc-serve, or a router in front of several).
 
 Errors become the gateway's answers: connection refused or dropped -> 503 (retry later),
-timeout -> 504, an upstream 4xx -> a 4xx in the gateway's own words (vLLM's message,
-which can be a dump of its internal validation, goes to the gateway's log only), an
-upstream 5xx -> 502.
+timeout -> 504, an upstream 5xx -> 502, an upstream 4xx -> a 400 naming the parameter:
+a length over the context with the limit parsed from vLLM's text, another refused
+parameter with vLLM's reason when that is one short line (its longer messages can be a
+dump of its internal validation: those go to the gateway's log only).
 """
 
 from __future__ import annotations
@@ -30,21 +31,77 @@ _PARAMETERS = sorted(SAMPLING_PARAMETERS, key=len, reverse=True)
 TRANSPORT_ERRORS = (httpx.HTTPError, OSError, AttributeError)
 
 
-def _upstream_message(response: httpx.Response) -> str:
+def _upstream_error(response: httpx.Response) -> tuple[str, str | None]:
+    """vLLM's error message and the parameter it names (`param` of its body), if any."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500] or response.reason_phrase
+        return response.text[:500] or response.reason_phrase, None
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)[:1000]
-    return str(error)[:1000]
+        param = error.get("param")
+        message = str(error.get("message") or error.get("detail") or error)[:1000]
+        return message, param if isinstance(param, str) else None
+    return str(error)[:1000], None
+
+
+# vLLM's words for the limits (vllm/renderers/params.py), parsed for the numbers.
+_OUTPUT_OVER_CONTEXT = (
+    re.compile(r"\b(\w+)=(\d+) cannot be greater than max_model_len=(\d+)"),
+    # before vLLM 0.11: "'max_tokens' or ... is too large: N. This model's maximum context
+    # length is M tokens and your request has K input tokens"
+    re.compile(
+        r"\b(max_\w*tokens)\b.*? is too large: (\d+)\. This model's maximum context length is (\d+)"
+    ),
+)
+_CONTEXT = re.compile(r"maximum context length is (\d+) tokens")
+_PROMPT_TOKENS = re.compile(r"contains (at least )?(\d+) input tokens")
+_PROMPT_CHARS = re.compile(r"contains (\d+) characters \(more than (\d+) characters")
+# vLLM's own sentence is passed on when it is one short line about a sampling parameter
+# (its VLLMValidationError texts); anything longer can be a dump of its internals.
+_PARAMETER_SUFFIX = re.compile(r"\s*\(parameter=[^()]*\)\s*$")
+
+
+def _context_error(message: str) -> APIError | None:
+    """A 400 naming the parameter and the limit when vLLM refused a length."""
+    found = next(filter(None, (p.search(message) for p in _OUTPUT_OVER_CONTEXT)), None)
+    if found:
+        name, value, limit = found.groups()
+        param = name if name in SAMPLING_PARAMETERS else "max_tokens"
+        return APIError(
+            400,
+            f"{param} = {value} is more than the model's context length, {limit} tokens "
+            "(max_model_len), which also holds the prompt: ask for fewer tokens",
+            "context_length_exceeded",
+            param=param,
+        )
+    limit = _CONTEXT.search(message)
+    tokens, chars = _PROMPT_TOKENS.search(message), _PROMPT_CHARS.search(message)
+    if tokens:
+        what = f"the prompt (video and text) takes {tokens.group(1) or ''}{tokens.group(2)} tokens"
+    elif chars:
+        what = (
+            f"the prompt's text has {chars.group(1)} characters, more than the "
+            f"{chars.group(2)} that fit"
+        )
+    elif limit or "context length" in message.lower():
+        what = "the prompt (video and text) and max_tokens do not fit"
+    else:
+        return None
+    length = f"{limit.group(1)} tokens" if limit else "its limit"
+    return APIError(
+        400,
+        f"{what}: the model's context length is {length} (max_model_len); send a shorter "
+        "clip (video.start/end), less text or a smaller max_tokens",
+        "context_length_exceeded",
+        param="messages",
+    )
 
 
 def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None) -> None:
     if response.status_code < 400:
         return
-    message = _upstream_message(response)
+    message, upstream_param = _upstream_error(response)
     if log_fields is not None:
         log_fields["upstream_status"] = response.status_code
         log_fields["upstream_error"] = message[:500]
@@ -57,23 +114,29 @@ def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None)
             "upstream_busy",
             headers={"Retry-After": "2"},
         )
-    lowered = message.lower()
-    if "context length" in lowered or ("max" in lowered and "too large" in lowered):
+    context = _context_error(message)
+    if context is not None:
+        raise context
+    # Name the parameter vLLM complained about: the one its body names, else the first
+    # its message names ("n must be 1 when using greedy sampling").
+    named = upstream_param if upstream_param in SAMPLING_PARAMETERS else None
+    if named is None:
+        found = re.search(rf"\b({'|'.join(_PARAMETERS)})\b", message)
+        named = found.group(1) if found else None
+    if named is None:
         raise APIError(
             400,
-            "the prompt (video and text) and max_tokens do not fit the model's context "
-            "length; ask for fewer tokens or send a shorter clip",
-            "context_length_exceeded",
+            f"the model server refused one of the request's parameters (HTTP "
+            f"{response.status_code}): it is outside what this model accepts, alone or with "
+            "the other parameters given",
+            "upstream_rejected",
         )
-    # Name the parameter vLLM complained about, if it said which: the first one its
-    # message names ("min_tokens must be at most max_tokens").
-    found = re.search(rf"\b({'|'.join(_PARAMETERS)})\b", message)
-    named = found.group(1) if found else None
-    what = f"the value of {named}" if named else "one of the request's parameters"
+    reason = _PARAMETER_SUFFIX.sub("", message).strip()
+    if "\n" in reason or len(reason) > 300 or "validation error" in reason.lower():
+        reason = "it is outside what this model accepts, alone or with the other parameters given"
     raise APIError(
         400,
-        f"the model server refused {what} (HTTP {response.status_code}): it is outside what "
-        "this model accepts, alone or with the other parameters given",
+        f"the model server refused the value of {named}: {reason}",
         "upstream_rejected",
         param=named,
     )

@@ -32,7 +32,6 @@ from ..keys.accounting import note_usage
 from ..keys.auth import Caller, CallerDep
 from ..request_log import server_timing
 from ..schemas import (
-    SAMPLING_PARAMETERS,
     ChatCompletion,
     ChatCompletionRequest,
     ContentPart,
@@ -85,6 +84,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission, caller: Cal
         raise invalid_request(e.errors()) from None
     del raw
     message = _user_message(req)
+    req.check_question()
     options = req.video or VideoOptions()
     parts = message.content or []
     videos = [p for p, part in enumerate(parts) if part.type != "text"]
@@ -126,7 +126,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission, caller: Cal
             video_seconds=_video_seconds(summary),
         )
 
-    payload: dict[str, Any] = req.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True)
+    payload: dict[str, Any] = req.sampling_parameters()
     payload["messages"] = [{"role": "user", "content": content}]
     payload["model"] = await gateway.upstream.model(s.model)
     payload["stream"] = req.stream

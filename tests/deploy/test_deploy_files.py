@@ -726,6 +726,22 @@ def test_compose_gpu_engine(compose):
     assert all(str(p).startswith("127.0.0.1:") for p in vllm.get("ports", []))
 
 
+def test_readme_says_what_the_engines_read(compose, k8s):
+    """deploy/README.md's engine summary is what the commands do: the gateway's data: URLs
+    everywhere, file:// URLs from the forward folder in compose (shared forward mode), no
+    local file in Kubernetes, no http(s) URL anywhere."""
+    readme = (DEPLOY / "README.md").read_text()
+    summary = readme[readme.index("- **engine**") : readme.index("- **gateway**")]
+    for service in ("vllm", "vllm-cpu"):
+        command = [str(part) for part in compose["services"][service]["command"]]
+        assert flag_value(command, "--allowed-local-media-path") == FORWARD_DIR, service
+    args = [str(a) for a in container(k8s[("Deployment", "arc-engine")])["args"]]
+    assert flag_value(args, "--allowed-local-media-path") is None
+    for said in ("`data:` URLs", "`file://` URLs", FORWARD_DIR, "Kubernetes reads no local file"):
+        assert said in summary, said
+    assert "URLs only" not in readme.replace("\n", " ").replace("  ", " ")
+
+
 def assert_reads_the_forward_volume(compose: dict, engine: str) -> None:
     """Shared forward mode: the engine mounts, read-only, the volume the gateway writes,
     at the path the gateway writes it (the same file:// URLs on both sides)."""

@@ -351,3 +351,46 @@ def test_default_arguments_refuse_local_files_and_bound_jpeg_lists(tmp_path: Pat
         str(tmp_path), ["--gpu-memory-utilization", "0.5", "--allowed-local-media-path", "/srv/v"]
     )
     assert serve.option_value(given, "--allowed-local-media-path") == "/srv/v"
+
+
+def test_greedy_unless_the_user_sets_the_generation_config(tmp_path: Path) -> None:
+    """arc-serve makes temperature 0 the default of any checkpoint, unless the command line
+    has generation-config options of its own."""
+    import json
+
+    from vllm_plugin.cli import serve
+
+    def args(*extra: str) -> list[str]:
+        return serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5", *extra])
+
+    greedy = serve.option_value(args(), "--override-generation-config")
+    assert json.loads(greedy) == {"temperature": 0.0}
+    assert "--override-generation-config" not in args("--generation-config", "vllm")
+    own = args("--override_generation_config", '{"top_k": 5}')
+    assert own.count("--override-generation-config") == 0 and own[-1] == '{"top_k": 5}'
+    assert "--override-generation-config" not in args("--generation-config=/srv/gen")
+    assert "--override-generation-config" in run_serve("--help").stdout
+
+
+def test_answers_are_greedy_unless_the_request_sets_a_temperature(
+    server, engine_media: Path
+) -> None:
+    """The same request twice gives the same tokens; a temperature still samples."""
+    base, _ = server
+
+    def token_ids(**extra: object) -> list[int]:
+        body = {
+            "model": "arc-tiny",
+            "messages": video_message((engine_media / "syn_short.mp4").as_uri(), "What is it?"),
+            "max_tokens": 6,
+            "ignore_eos": True,
+            "return_token_ids": True,
+            **extra,
+        }
+        reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["choices"][0]["token_ids"]
+
+    first, second = token_ids(), token_ids()
+    assert first == second and len(first) == 6
+    assert token_ids(temperature=1.0, seed=1) != token_ids(temperature=1.0, seed=2)
