@@ -264,7 +264,7 @@ def test_a_keys_files_are_its_own(deployment: Deployment, clips: dict[str, Path]
     for part in ({"video_url": {"url": file_id}, "type": "video_url"},):
         reply = httpx.post(
             base + "/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": [part]}]},
+            json={"messages": [{"role": "user", "content": [part, {"type": "text", "text": "?"}]}]},
             headers=b,
             timeout=30,
         )
