@@ -40,6 +40,18 @@ if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   fi
 fi
 
+# The tests start a throwaway PostgreSQL server (tests/postgres.py) to run the gateway's
+# database against it as well as against SQLite.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing PostgreSQL for the database tests (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    log "no PostgreSQL (initdb): the PostgreSQL tests will be skipped"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
