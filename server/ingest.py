@@ -37,6 +37,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import APIError
+from .keys.limits import duration_limit
 from .metrics import Metrics
 from .priority import INTERACTIVE, PriorityHandout
 
@@ -371,7 +372,7 @@ class Ingestor:
             str(path),
             start,
             end,
-            s.max_duration_s,
+            min(s.max_duration_s, duration_limit.get()),  # the caller's key may allow less
             s.max_pixels,
             s.decode_timeout_s,
             s.font,

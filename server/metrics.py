@@ -27,6 +27,8 @@ REJECTION_REASONS = (
     "url_invalid", "url_scheme", "url_userinfo", "url_unresolvable", "url_blocked_address",
     "url_connect", "url_content_encoding", "url_http_status", "url_redirects", "url_timeout",
     "url_tls", "url_too_large", "url_upstream",
+    # keys and their limits
+    "invalid_api_key", "rate_limit_exceeded", "file_exceeds_quota", "storage_quota_exceeded",
     # the model server
     "upstream_rejected", "context_length_exceeded", "upstream_busy", "upstream_error",
     "upstream_unavailable", "upstream_timeout", "upstream_no_model",

@@ -311,6 +311,8 @@ class FileObject(BaseModel):
 class FileList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FileObject]
+    # One page holds every file (the openai client pages on until has_more is false).
+    has_more: bool = False
 
 
 class FileDeleted(BaseModel):

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from .config import Settings
+from .db import Database
+from .db.leases import Leases
 from .files import FileStore
 from .inflight import InFlight
 from .ingest import Ingestor
+from .keys.auth import check_bind
+from .keys.tenancy import Tenancy
 from .metrics import Metrics
 from .upstream import Upstream
 from .videos import VideoSources, prepare_forward_dir
 
 
 class Gateway:
-    """Settings, metrics, stored files, the in-flight count; while the app runs (`start` to
-    `stop`), the decode workers, the video sources and the upstream client."""
+    """Settings, metrics, the database, stored files, keys and their limits, the in-flight
+    count; while the app runs (`start` to `stop`), the decode workers, the video sources
+    and the upstream client."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()
+        self.db = Database(settings.database)
+        self.leases = Leases(self.db, settings.lease_ttl_s)
         self.store = FileStore(
-            settings.files_dir, settings.files_budget_mb * 1024 * 1024, settings.files_ttl_s
+            settings.files_dir,
+            settings.files_budget_mb * 1024 * 1024,
+            settings.files_ttl_s,
+            self.db,
+            self.leases,
+        )
+        self.tenancy = Tenancy(
+            self.db, self.leases, settings.admin_secret(), settings.isolate_mm_cache
         )
         self.inflight = InFlight(settings.max_inflight, self.metrics.inflight)
         self._ingestor: Ingestor | None = None
@@ -33,19 +48,27 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
+        # Migrated before anything reads it; refused before anything listens.
+        await asyncio.to_thread(self.db.migrate)
+        check_bind(s.host, await asyncio.to_thread(self.tenancy.auth.required), s.insecure_no_auth)
+        await asyncio.to_thread(self.tenancy.start)
         if s.shared_forward:
             prepare_forward_dir(s)  # writable, or the gateway does not start
         self._ingestor = Ingestor(s, self.metrics)
         self._videos = VideoSources(s, self.metrics, self.store, self._ingestor)
         self._upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout_s)
         await self._ingestor.warm_up()
-        self.store.sweep()  # a smaller budget or expired files since the last run
+        # A smaller budget, expired files, leftovers of a gateway that died
+        await asyncio.to_thread(self.store.sweep)
+        await self.leases.start()
 
     async def stop(self) -> None:
+        await self.leases.stop()
         if self._upstream is not None:
             await self._upstream.close()
         if self._ingestor is not None:
             self._ingestor.shutdown()
+        self.db.close()
 
     @property
     def ingestor(self) -> Ingestor:

@@ -28,6 +28,8 @@ from ..answers import JSON_ANSWER, parse_answer
 from ..errors import APIError, error_body, invalid_request
 from ..inflight import Admission
 from ..ingest import VideoSummary
+from ..keys.accounting import note_usage
+from ..keys.auth import Caller, CallerDep
 from ..request_log import server_timing
 from ..schemas import (
     ChatCompletion,
@@ -56,14 +58,16 @@ router = APIRouter()
         }
     },
 )
-async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
+async def chat_completions(request: Request, gateway: GatewayDep, caller: CallerDep) -> Response:
     # Spooled data URLs, temporary files, pins on stored files and the in-flight count:
     # released when the answer is done (by the stream for a streamed answer).
     async with gateway.inflight.admit() as held:
-        return await _chat(request, gateway, held)
+        # The key's limits (429) before the body is read; its usage recorded on release.
+        await gateway.tenancy.admit(caller, request, held.cleanup)
+        return await _chat(request, gateway, held, caller)
 
 
-async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response:
+async def _chat(request: Request, gateway: Gateway, held: Admission, caller: Caller) -> Response:
     s = gateway.settings
     metrics = gateway.metrics
     cleanup = held.cleanup
@@ -93,6 +97,9 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
         )
     if (options.start is not None or options.end is not None) and not videos:
         raise APIError(400, "video.start/end given without a video", "no_video")
+    # Another key's file is a 404, as a missing one, before anything is decoded.
+    file_ids = [url for p in videos if (url := _part_url(parts[p])).startswith("file-")]
+    await gateway.tenancy.check_files(caller, gateway.store, file_ids, options.start, options.end)
 
     # The upstream request is rebuilt from validated fields only.
     content: list[dict[str, Any]] = []
@@ -116,6 +123,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
             frames=summary.frames,
             has_audio=summary.has_audio,
             forwarded_bytes=summary.prepared_bytes,
+            video_seconds=_video_seconds(summary),
         )
 
     payload: dict[str, Any] = req.sampling_parameters()
@@ -131,17 +139,24 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
     # How the answer is parsed into `structured` (a JSON answer is not: server.answers).
     task = JSON_ANSWER if req.answers_in_json() else task or "qa"
     name = public_model_name(s, payload["model"])
+    # Tenants apart upstream: the key's cache salt (prefix, processor and encoder caches)
+    # and its router session for a stored file (one engine holds its tokens).
+    payload.update(gateway.tenancy.upstream_fields(caller))
     headers = {"X-Request-Id": request.state.request_id}
-    if file_id:
-        # Lets a session-affine router send questions about one file to one replica
-        # (its prefix cache holds the video's tokens).
-        headers["x-arc-file-id"] = file_id
+    headers.update(gateway.tenancy.upstream_headers(caller, file_id))
+    # Streamed answers always ask for the usage chunk (accounting); the client gets it only
+    # if it asked.
+    client_usage = bool(req.stream_options and req.stream_options.include_usage)
+    if req.stream:
+        payload["stream_options"] = {"include_usage": True}
     usage_extra = _video_usage(summary, s.video_tokens_per_frame) if summary else None
 
     video = forward.upstream if forward else None
     upstream_body = Body(payload, video, forward.size if forward else 0, PREPARED_MIME)
     if req.stream:
-        return await _stream(gateway, held, upstream_body, headers, task, name, usage_extra, fields)
+        return await _stream(
+            gateway, held, upstream_body, headers, task, name, usage_extra, fields, client_usage
+        )
 
     t0 = time.perf_counter()
     data = await _unless_disconnected(
@@ -164,8 +179,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission) -> Response
     if completion.usage is not None and usage_extra is not None:
         completion.usage.video = usage_extra
     if completion.usage is not None:
-        fields["prompt_tokens"] = completion.usage.prompt_tokens
-        fields["completion_tokens"] = completion.usage.completion_tokens
+        note_usage(fields, completion.usage.model_dump())
     return JSONResponse(completion.model_dump(mode="json", exclude_none=True), headers=timing)
 
 
@@ -178,6 +192,7 @@ async def _stream(
     name: str,
     usage_extra: VideoUsage | None,
     fields: dict,
+    client_usage: bool,
 ) -> StreamingResponse:
     metrics = gateway.metrics
     t0 = time.perf_counter()
@@ -207,6 +222,8 @@ async def _stream(
                     ttft = time.perf_counter() - t0
                     metrics.upstream_ttft_seconds.observe(ttft)
                     fields["upstream_ttft_s"] = round(ttft, 4)
+                if '"usage"' in data and not _usage_for_client(data, fields, client_usage):
+                    continue  # the usage chunk the gateway asked for itself
                 chunk = annotate_chunk(
                     data, texts, task, name, usage_extra, upstream_body.response_format
                 )
@@ -270,6 +287,26 @@ def _part_url(part: ContentPart) -> str:
         return part.file.file_id
     assert part.video_url is not None
     return part.video_url.url
+
+
+def _video_seconds(summary: VideoSummary) -> float:
+    """Seconds of video the model is asked about (the clip, or the whole video)."""
+    if summary.clip:
+        return round(float(summary.clip[1]) - float(summary.clip[0]), 3)
+    return summary.video_duration_s
+
+
+def _usage_for_client(data: str, fields: dict, client_usage: bool) -> bool:
+    """Notes a stream chunk's usage for the accounts; False for the usage-only chunk the
+    client did not ask for."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return True
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("usage"), dict):
+        return True
+    note_usage(fields, chunk["usage"])
+    return client_usage or bool(chunk.get("choices"))
 
 
 def _video_usage(summary: VideoSummary, tokens_per_frame: int) -> VideoUsage:
