@@ -112,6 +112,25 @@ class Settings:
         default=64,
         metadata={"help": "chat requests in progress at once; beyond it answers are 429"},
     )
+    max_schema_bytes: int = field(
+        default=32768,
+        metadata={"help": "largest JSON schema a response_format may carry (compact JSON bytes)"},
+    )
+    max_schema_depth: int = field(
+        default=32,
+        metadata={
+            "help": "deepest nesting of objects and arrays in a response_format schema (a "
+            "nested object property counts 2; vLLM itself refuses more than 64)"
+        },
+    )
+    max_schema_properties: int = field(
+        default=256,
+        metadata={
+            "help": "most properties a response_format schema may declare in all (optional "
+            "ones cost the grammar backends most: xgrammar's compile takes ~20 s for 2000, "
+            "llguidance gives up near 500)"
+        },
+    )
     max_upload_mb: float = field(
         default=512, metadata={"help": "largest video accepted (upload, data URL or URL)"}
     )
@@ -240,6 +259,9 @@ class Settings:
             )
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be at least 1")
+        for name in ("max_schema_bytes", "max_schema_depth", "max_schema_properties"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if (
             self.forward_mode == "shared"
             and not PurePosixPath(self.engine_forward_path).is_absolute()

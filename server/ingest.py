@@ -39,6 +39,7 @@ from .config import Settings
 from .errors import APIError
 from .keys.limits import duration_limit
 from .metrics import Metrics
+from .priority import INTERACTIVE, PriorityHandout
 
 log = logging.getLogger("arc.gateway")
 
@@ -273,7 +274,9 @@ class Ingestor:
         # Where workers leave prepared containers (the file store's, on the same disk).
         self.out_dir = Path(settings.files_dir) / ".incoming"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        # Idle workers go to the waiting job with the lowest priority number (interactive
+        # before batch), first come first served within one.
+        self.idle: PriorityHandout[_Worker] = PriorityHandout()
         self.workers: set[_Worker] = set()
         # One thread per worker waiting on its pipe, and room for killed workers' threads.
         self.threads = ThreadPoolExecutor(2 * settings.decode_workers + 2, "arc-decode-pipe")
@@ -309,7 +312,7 @@ class Ingestor:
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
 
-    async def _run(self, args: tuple, out_dir: Path) -> tuple[Path, dict]:
+    async def _run(self, args: tuple, out_dir: Path, priority: int) -> tuple[Path, dict]:
         """One job on an idle worker; a worker that dies gets one retry in a fresh one.
         The prepared container is left in a file in `out_dir` (the caller's to move or
         remove): it is never held whole in the gateway's memory."""
@@ -317,7 +320,7 @@ class Ingestor:
         timeout_s = self.settings.decode_timeout_s + 30
         out = out_dir / f"{os.urandom(12).hex()}.arcz"
         for attempt in (1, 2):
-            worker = await self.idle.get()
+            worker = await self.idle.get(priority)
             try:
                 summary = await worker.run(self.job, (*args, str(out)), out, timeout_s)
             except WorkerDied as e:
@@ -346,9 +349,12 @@ class Ingestor:
         start: float | None = None,
         end: float | None = None,
         out_dir: Path | None = None,
+        priority: int = INTERACTIVE,
     ) -> tuple[Path, VideoSummary]:
         """(the prepared container's file, in `out_dir` (default: beside the file store),
-        which the caller moves or removes; summary)."""
+        which the caller moves or removes; summary). A job waits for a worker behind the
+        jobs of a lower `priority` number (server.priority: batch decodes wait behind
+        interactive ones)."""
         from arc_media.limits import FontError, MediaError, MediaTimeoutError
 
         if self.pending >= self.capacity:
@@ -373,7 +379,7 @@ class Ingestor:
             self.encoding,
         )
         try:
-            container, summary = await self._run(args, out_dir or self.out_dir)
+            container, summary = await self._run(args, out_dir or self.out_dir, priority)
         except MediaTimeoutError as e:
             message = f"the video could not be prepared in time: {_no_path(e, path)}"
             raise APIError(422, message, "video_timeout") from None

@@ -13,6 +13,7 @@ REJECTION_REASONS = (
     # requests
     "invalid_json", "invalid_request", "unknown_parameter", "unsupported_content",
     "single_user_message", "too_many_videos", "no_video", "missing_question",
+    "invalid_response_format",
     "request_too_large",
     "not_found", "model_not_found", "method_not_allowed", "http_error", "too_many_requests", "client_closed",
     # uploads and files

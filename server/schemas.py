@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,6 +17,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import APIError
+from .priority import INTERACTIVE, MAX_PRIORITY
+from .response_format import ResponseFormat, SchemaLimits, check_schema
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 TaskName = Literal["qa", "summary", "grounding", "mcq", "chapters", "none"]
 
@@ -165,6 +170,18 @@ class ChatCompletionRequest(_Closed):
     stream_options: StreamOptions | None = None
     chat_template_kwargs: TemplateOptions | None = None
     video: VideoOptions | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="text (default), json_object, or json_schema {name, schema, strict}: "
+        "the answer is JSON that follows it (server.response_format)",
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=INTERACTIVE,
+        le=MAX_PRIORITY,
+        description="0 (default) is interactive; a larger number is served after every "
+        "request with a smaller one (a batch runner sends 10)",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -181,10 +198,32 @@ class ChatCompletionRequest(_Closed):
             )
         return value
 
-    def task(self) -> str:
-        """The prompt preset: `video.task`, else `chat_template_kwargs.task`, else qa."""
+    def answers_in_json(self) -> bool:
+        return self.response_format is not None and self.response_format.is_json
+
+    def template_task(self) -> str | None:
+        """The task for the chat template: `video.task`, else `chat_template_kwargs.task`,
+        else none for a JSON answer (the qa instruction asks for <think>/<answer> tags,
+        which the JSON grammar leaves no room for), else None (the template's qa)."""
         template = self.chat_template_kwargs.task if self.chat_template_kwargs else None
-        return (self.video.task if self.video else None) or template or "qa"
+        named = (self.video.task if self.video else None) or template
+        return named or ("none" if self.answers_in_json() else None)
+
+    def task(self) -> str:
+        """The prompt preset: the template's task (`template_task`), else qa."""
+        return self.template_task() or "qa"
+
+    def check(self, settings: Settings) -> None:
+        """What the request's fields alone cannot say: a question where the task needs one,
+        a response_format schema within the gateway's limits. A 400 naming the problem."""
+        self.check_question()
+        self.check_response_format(settings)
+
+    def check_response_format(self, settings: Settings) -> None:
+        if self.response_format is not None and self.response_format.json_schema is not None:
+            check_schema(
+                self.response_format.json_schema.schema_, SchemaLimits.from_settings(settings)
+            )
 
     def check_question(self) -> None:
         """A 400 when the task needs a question and the user message has no text: the model
@@ -210,6 +249,16 @@ class ChatCompletionRequest(_Closed):
         sent = self.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True)
         sent.setdefault("temperature", 0.0)
         return sent
+
+    def engine_options(self) -> dict[str, Any]:
+        """What else goes to vLLM: the response format of a JSON answer, and the priority
+        when it is not the interactive one (vLLM's default)."""
+        options: dict[str, Any] = {}
+        if self.response_format is not None and self.response_format.is_json:
+            options["response_format"] = self.response_format.upstream()
+        if self.priority:
+            options["priority"] = self.priority
+        return options
 
 
 class _EveryKey(BaseModel):

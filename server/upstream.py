@@ -4,7 +4,9 @@ Errors become the gateway's answers: connection refused or dropped -> 503 (retry
 timeout -> 504, an upstream 5xx -> 502, an upstream 4xx -> a 400 naming the parameter:
 a length over the context with the limit parsed from vLLM's text, another refused
 parameter with vLLM's reason when that is one short line (its longer messages can be a
-dump of its internal validation: those go to the gateway's log only).
+dump of its internal validation: those go to the gateway's log only). A response_format
+vLLM cannot follow is a 400 `invalid_response_format` with its reason; a 500 while it
+generates under a JSON schema is the schema's fault, the same 400.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from .errors import APIError
+from .response_format import SCHEMA_PARAM
 from .schemas import SAMPLING_PARAMETERS
 
 # Longest first, so that "max_completion_tokens" is not read as "max_tokens"...
@@ -98,13 +101,56 @@ def _context_error(message: str) -> APIError | None:
     )
 
 
-def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None) -> None:
+# vLLM's words when its structured-output backends refuse a response_format (xgrammar,
+# guidance, outlines), and the log prefix xgrammar puts before its reason.
+_FORMAT_REFUSAL = re.compile(
+    r"json.?schema|grammar|structured.?output|response.?format|regex|xgrammar|guidance|outlines",
+    re.IGNORECASE,
+)
+_NATIVE_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+def schema_failure() -> APIError:
+    """vLLM failed while generating under a JSON schema (a 500, or an error in a stream):
+    the schema's fault (one no value can match, or one its backend cannot follow), not the
+    engine's, which goes on serving."""
+    return APIError(
+        400,
+        "the model server failed while following this JSON schema: no JSON value may match "
+        "it, or it is too complex for the engine's grammar (many optional properties, "
+        "required recursion); simplify the schema",
+        "invalid_response_format",
+        param=SCHEMA_PARAM,
+    )
+
+
+def _format_refusal(message: str, response_format: str) -> APIError:
+    lines = [line.strip() for line in _NATIVE_PREFIX.sub("", message).splitlines()]
+    lines = [line for line in lines if line]
+    reason = " ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)
+    if len(reason) > 300 or "validation error" in reason.lower():
+        reason = "its grammar backend cannot follow it"
+    param = SCHEMA_PARAM if response_format == "json_schema" else "response_format"
+    return APIError(
+        400,
+        f"the model server cannot follow this response_format: {reason}",
+        "invalid_response_format",
+        param=param,
+    )
+
+
+def raise_for_upstream(
+    response: httpx.Response, log_fields: dict | None = None, response_format: str | None = None
+) -> None:
+    """`response_format`: the request's type (json_object, json_schema), if it has one."""
     if response.status_code < 400:
         return
     message, upstream_param = _upstream_error(response)
     if log_fields is not None:
         log_fields["upstream_status"] = response.status_code
         log_fields["upstream_error"] = message[:500]
+    if response.status_code == 500 and response_format == "json_schema":
+        raise schema_failure()
     if response.status_code >= 500:
         raise APIError(502, "the model server failed on this request", "upstream_error")
     if response.status_code == 429:
@@ -117,6 +163,8 @@ def raise_for_upstream(response: httpx.Response, log_fields: dict | None = None)
     context = _context_error(message)
     if context is not None:
         raise context
+    if response_format and (upstream_param == "response_format" or _FORMAT_REFUSAL.search(message)):
+        raise _format_refusal(message, response_format)
     # Name the parameter vLLM complained about: the one its body names, else the first
     # its message names ("n must be 1 when using greedy sampling").
     named = upstream_param if upstream_param in SAMPLING_PARAMETERS else None
@@ -169,6 +217,8 @@ class Body:
                 part["video_url"]["url"] = video
             video = None
         self.video = video
+        # What the engine is asked to follow (json_object, json_schema), if anything.
+        self.response_format: str | None = (payload.get("response_format") or {}).get("type")
         if video is None:
             self.head, self.tail = json.dumps(payload).encode(), b""
             self.length = len(self.head)
@@ -240,7 +290,7 @@ class Upstream:
             response = await self.client.send(self._request(body, headers))
         except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
-        raise_for_upstream(response, log_fields)
+        raise_for_upstream(response, log_fields, body.response_format)
         try:
             return response.json()
         except ValueError:
@@ -259,5 +309,5 @@ class Upstream:
         if response.status_code >= 400:
             await response.aread()
             await response.aclose()
-            raise_for_upstream(response, log_fields)
+            raise_for_upstream(response, log_fields, body.response_format)
         return response

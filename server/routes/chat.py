@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from arc_media.prepared import PREPARED_MIME
 
 from .. import sse
-from ..answers import parse_answer
+from ..answers import JSON_ANSWER, parse_answer
 from ..errors import APIError, error_body, invalid_request
 from ..inflight import Admission
 from ..ingest import VideoSummary
@@ -41,7 +41,7 @@ from ..schemas import (
 )
 from ..state import Gateway, GatewayDep, public_model_name
 from ..uploads import MAX_JSON_BYTES, ChatBody, read_chat_body
-from ..upstream import TRANSPORT_ERRORS, Body, unavailable
+from ..upstream import TRANSPORT_ERRORS, Body, schema_failure, unavailable
 from ..videos import Forward
 
 log = logging.getLogger("arc.gateway")
@@ -84,7 +84,7 @@ async def _chat(request: Request, gateway: Gateway, held: Admission, caller: Cal
         raise invalid_request(e.errors()) from None
     del raw
     message = _user_message(req)
-    req.check_question()
+    req.check(s)
     options = req.video or VideoOptions()
     parts = message.content or []
     videos = [p for p, part in enumerate(parts) if part.type != "text"]
@@ -127,15 +127,17 @@ async def _chat(request: Request, gateway: Gateway, held: Admission, caller: Cal
         )
 
     payload: dict[str, Any] = req.sampling_parameters()
+    payload.update(req.engine_options())  # response_format, priority
     payload["messages"] = [{"role": "user", "content": content}]
     payload["model"] = await gateway.upstream.model(s.model)
     payload["stream"] = req.stream
     if req.stream_options is not None:
         payload["stream_options"] = req.stream_options.model_dump()
-    task = options.task or (req.chat_template_kwargs and req.chat_template_kwargs.task)
+    task = req.template_task()
     if task:
         payload["chat_template_kwargs"] = {"task": task}
-    task = task or "qa"
+    # How the answer is parsed into `structured` (a JSON answer is not: server.answers).
+    task = JSON_ANSWER if req.answers_in_json() else task or "qa"
     name = public_model_name(s, payload["model"])
     # Tenants apart upstream: the key's cache salt (prefix, processor and encoder caches)
     # and its router session for a stored file (one engine holds its tokens).
@@ -222,7 +224,9 @@ async def _stream(
                     fields["upstream_ttft_s"] = round(ttft, 4)
                 if '"usage"' in data and not _usage_for_client(data, fields, client_usage):
                     continue  # the usage chunk the gateway asked for itself
-                chunk = annotate_chunk(data, texts, task, name, usage_extra)
+                chunk = annotate_chunk(
+                    data, texts, task, name, usage_extra, upstream_body.response_format
+                )
                 yield b"data: " + chunk + b"\n\n"
         except TRANSPORT_ERRORS as e:
             error = unavailable(e)
@@ -334,10 +338,17 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def annotate_chunk(
-    data: str, texts: dict[int, str], task: str, name: str, usage_extra: VideoUsage | None
+    data: str,
+    texts: dict[int, str],
+    task: str,
+    name: str,
+    usage_extra: VideoUsage | None,
+    response_format: str | None = None,
 ) -> bytes:
     """Adds the gateway's fields to a stream chunk: the model's public name, the structured
-    answer on the chunk that finishes a choice, the video usage on the usage chunk."""
+    answer on the chunk that finishes a choice, the video usage on the usage chunk. An
+    error chunk is put in the gateway's words (`response_format`: the request's type, if
+    it has one; an engine failure under a JSON schema is the schema's)."""
     try:
         chunk = json.loads(data)
     except ValueError:
@@ -347,6 +358,8 @@ def annotate_chunk(
     if "error" in chunk:
         # vLLM's own text (possibly its internals) goes to the log, not to the client.
         log.warning(json.dumps({"event": "upstream_stream_error", "detail": str(chunk)[:500]}))
+        if response_format == "json_schema":
+            return json.dumps(schema_failure().body()).encode()
         return json.dumps(
             error_body(502, "the model server failed while answering", "upstream_error")
         ).encode()

@@ -267,6 +267,25 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
     assert {c["model"] for c in chunks} == {PUBLIC_NAME}
 
 
+def test_response_format_and_priority_reach_vllm_as_sent(gateway: str, clip: Path) -> None:
+    """A JSON answer's format and a lowered priority go upstream as sent, with the bare
+    question (task none); a text answer at interactive priority sends neither."""
+    content = [video_part(data_url(clip)), QUESTION]
+    before = len(_Relay.seen)
+    json_object = {"type": "json_object"}
+    reply = chat(gateway, content, max_tokens=8, response_format=json_object, priority=5)
+    assert reply.status_code == 200, reply.text
+    sent = _Relay.seen[before]
+    assert sent["response_format"] == json_object and sent["priority"] == 5
+    assert sent["chat_template_kwargs"] == {"task": "none"}
+    before = len(_Relay.seen)
+    reply = chat(gateway, content, max_tokens=1, response_format={"type": "text"}, priority=0)
+    assert reply.status_code == 200, reply.text
+    sent = _Relay.seen[before]
+    assert "response_format" not in sent and "priority" not in sent
+    assert "chat_template_kwargs" not in sent  # the template's own default: qa
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -276,7 +295,6 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
         ("truncate_prompt_tokens", 10),
         ("tools", [{"type": "function", "function": {"name": "f"}}]),
         ("tool_choice", "auto"),
-        ("response_format", {"type": "json_object"}),
         ("structured_outputs", {"regex": "a+"}),
         ("guided_regex", "a+"),
         ("logit_bias", {"1": 5}),
@@ -289,7 +307,6 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
         ("documents", [{"text": "x"}]),
         ("add_special_tokens", True),
         ("use_beam_search", True),
-        ("priority", 10),
         ("request_id", "x"),
         ("cache_salt", "x"),
         ("kv_transfer_params", {}),
@@ -321,6 +338,8 @@ def test_other_parameters_are_refused_by_name(gateway: str, name: str, value: ob
         ({"stop": ["x"] * 20}, "stop"),
         ({"chat_template_kwargs": {"task": "jailbreak"}}, "chat_template_kwargs.task"),
         ({"video": {"start": 5, "end": 1}}, "video"),
+        ({"priority": -1}, "priority"),
+        ({"response_format": {"type": "regex"}}, "response_format.type"),
     ],
 )
 def test_out_of_range_values_are_refused_by_the_gateway(
