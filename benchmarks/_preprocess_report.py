@@ -1,6 +1,6 @@
-"""Reports of `benchmarks.preprocess_bench`: parity of the two pipelines' outputs (with each
-other and with the authors' golden output), the summary against the targets, and the report
-files (CSV, Markdown, a PNG chart of the stages when matplotlib is importable)."""
+"""Reports of `benchmarks.preprocess_bench`: the summary against the targets and the report
+files (CSV, Markdown, a PNG chart of the stages). Parity of the outputs is in
+_preprocess_parity.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import math
 import statistics
 from pathlib import Path
 
+from ._preprocess_parity import TOL_FEATURE_MAD, TOL_FRAME_MAD
+
 # acceptance (the benchmarks issue)
 TARGET_SHARED_RATIO = 5.0  # median reference/ours wall time over the shared clips
 TARGET_1080P_RATIO = 1.5  # reference/ours wall time on 1080p clips
-TOL_FRAME_MAD = 1.0  # mean |Δ| of uint8 frame pixels, i.e. 1/255 in [0, 1] units
-TOL_FEATURE_MAD = 0.12  # mean |Δ| of log-mel features
 
 # common stage names for tables and the chart (reference audio = export + load)
 CHART_STAGES = ("probe", "decode", "overlay", "resize", "normalise", "audio", "features")
@@ -28,93 +28,6 @@ STAGE_COLOURS = {
     "features": "#d62728",
     "other": "#dddddd",
 }
-
-
-def _frame_mad(a, b) -> float | None:
-    import numpy as np
-
-    n = min(len(a), len(b))
-    if n == 0 or a.shape[1:] != b.shape[1:]:
-        return None
-    total = 0.0
-    for k in range(n):  # frame by frame: no int16 copy of a whole 150-frame stack
-        total += float(np.abs(a[k].astype(np.int16) - b[k].astype(np.int16)).mean())
-    return total / n
-
-
-def _feature_mad(a, b) -> float | None:
-    import numpy as np
-
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
-
-
-def _load(dump: Path):
-    import numpy as np
-
-    frames = np.load(dump / "frames.npy", mmap_mode="r")
-    features = np.load(dump / "features.npy") if (dump / "features.npy").is_file() else None
-    return frames, features
-
-
-def _within(value: float | None, tolerance: float) -> bool:
-    return value is not None and value <= tolerance
-
-
-def parity(ours: dict, ref: dict, ours_dump: Path, ref_dump: Path, golden: Path | None) -> dict:
-    import numpy as np
-
-    ours_frames, ours_features = _load(ours_dump)
-    ref_frames, ref_features = _load(ref_dump)
-    out = {
-        "count_equal": ours["num_frames"] == ref["num_frames"],
-        "indices_equal": ours["frame_indices"] == ref["frame_indices"],
-        "intervals_equal": ours["intervals"] == ref["intervals"],
-        "duration_equal": ours["duration"] == ref["duration"],
-        "frame_mad": _frame_mad(ours_frames, ref_frames),
-        "feature_mad": _feature_mad(ours_features, ref_features),
-    }
-    if golden is not None:
-        from PIL import Image
-
-        meta = json.loads((golden / "meta.json").read_text())
-        gold_features = np.load(golden / "audio_features.npy")
-        pngs = sorted(golden.glob("frame_*.png"))
-        for kind, frames, features, result in (
-            ("ours", ours_frames, ours_features, ours),
-            ("reference", ref_frames, ref_features, ref),
-        ):
-            diffs = []
-            for png in pngs:
-                k = int(png.stem.split("_")[1])
-                if k < len(frames):
-                    gold = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
-                    if gold.shape == frames[k].shape:
-                        diffs.append(float(np.abs(gold - frames[k].astype(np.int16)).mean()))
-            out[f"golden_{kind}_frame_mad"] = (
-                sum(diffs) / len(diffs) if diffs and len(diffs) == len(pngs) else None
-            )
-            out[f"golden_{kind}_feature_mad"] = _feature_mad(features, gold_features)
-            out[f"golden_{kind}_indices_equal"] = (
-                result["frame_indices"] == meta["frame_indices"][: meta["num_frames_used"]]
-            )
-            out[f"golden_{kind}_count_equal"] = result["num_frames"] == meta["num_frames_used"]
-    checks = [
-        out["count_equal"],
-        out["indices_equal"],
-        _within(out["frame_mad"], TOL_FRAME_MAD),
-        _within(out["feature_mad"], TOL_FEATURE_MAD),
-    ]
-    if golden is not None:
-        checks += [
-            out["golden_ours_count_equal"],
-            out["golden_ours_indices_equal"],
-            _within(out["golden_ours_frame_mad"], TOL_FRAME_MAD),
-            _within(out["golden_ours_feature_mad"], TOL_FEATURE_MAD),
-        ]
-    out["pass"] = bool(all(checks))
-    return out
 
 
 def _median(values: list[float]) -> float | None:
@@ -185,37 +98,40 @@ def fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+# report.csv: one row per file, these columns then each pipeline's stages
+CSV_COLUMNS = [
+    "file",
+    "group",
+    "resolution",
+    "duration_s",
+    "frames",
+    "ours_wall_s",
+    "ref_wall_s",
+    "ratio",
+    "ours_cpu_s",
+    "ref_cpu_s",
+    "cpu_ratio",
+    "ours_peak_mb",
+    "ref_peak_mb",
+    "ours_repeats",
+    "frame_mad",
+    "feature_mad",
+    "count_equal",
+    "indices_equal",
+    "golden_ours_frame_mad",
+    "golden_reference_frame_mad",
+    "golden_ours_feature_mad",
+    "golden_reference_feature_mad",
+    "parity_pass",
+    "golden_recorded_s",
+]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
-    columns = [
-        "file",
-        "group",
-        "resolution",
-        "duration_s",
-        "frames",
-        "ours_wall_s",
-        "ref_wall_s",
-        "ratio",
-        "ours_cpu_s",
-        "ref_cpu_s",
-        "cpu_ratio",
-        "ours_peak_mb",
-        "ref_peak_mb",
-        "ours_repeats",
-        "frame_mad",
-        "feature_mad",
-        "count_equal",
-        "indices_equal",
-        "golden_ours_frame_mad",
-        "golden_reference_frame_mad",
-        "golden_ours_feature_mad",
-        "golden_reference_feature_mad",
-        "parity_pass",
-        "golden_recorded_s",
-    ]
     stage_cols = [f"{k}_{s}_s" for k in ("ours", "ref") for s in CHART_STAGES]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns + stage_cols)
+        writer.writerow(CSV_COLUMNS + stage_cols)
         for r in rows:
             p = r["parity"]
             values = [
@@ -276,8 +192,32 @@ def _where_time_goes(rows: list[dict]) -> list[str]:
     return lines
 
 
+RATIO_TEXT = (
+    "ratio = reference wall time / ours (higher is better for ours). Wall and CPU times are "
+    "per run of the whole pipeline inside a warm process (imports and a warm-up run "
+    "excluded; median of the repeats); peak memory is the largest summed RSS of the "
+    "worker process and its ffmpeg children, imports included."
+)
+DELTA_TEXT = (
+    "frame Δ and feat Δ: ours against the reference run here (mean |Δ| of the uint8 frames, "
+    "in 1/255 units, and of the log-mel features); gold Δ: each pipeline against the authors' "
+    "golden output in ../shared/golden/preprocess (its PNG frames, its features). Frames use "
+    "Liberation Sans in both pipelines here; the golden frames were stamped with Arial."
+)
+STAGES_TEXT = (
+    "Stages. ours (prepare_video's timings hook): probe = probe_video (PyAV) + clip frame "
+    "count + frame plan; decode = time inside the frame decoder "
+    "(pyav: in-process PyAV decode of the needed packets + RGB conversion; ffmpeg: the "
+    "ffmpeg process with select); overlay, resize = PIL on the full-size frame, on "
+    "stamping threads that overlap the decode; audio = ffmpeg mp3 round trip to 16 kHz; "
+    "features = torch STFT log-mel; normalise = pixel_values(). reference: probe = decord "
+    "VideoReader open + plan; decode = decord get_batch; normalise = ToTensor + Normalize "
+    "+ stack + bf16; audio = moviepy mp3 export + librosa.load; features = "
+    "WhisperFeatureExtractor per 30 s piece."
+)
+
+
 def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> None:
-    s = summary
     lines = [
         "# Preprocessing benchmark: our ingestion vs the authors' pipeline",
         "",
@@ -287,15 +227,46 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
             f"{meta['loadavg_end']} at the end (other work on the machine makes times noisy)."
         ),
         "",
-        (
-            "ratio = reference wall time / ours (higher is better for ours). Wall and CPU times are "
-            "per run of the whole pipeline inside a warm process (imports and a warm-up run "
-            "excluded; median of the repeats); peak memory is the largest summed RSS of the "
-            "worker process and its ffmpeg children, imports included."
-        ),
+        RATIO_TEXT,
         "",
         "## Summary",
         "",
+        *_summary_lines(summary),
+        "",
+        "## Per file",
+        "",
+        *_per_file_lines(rows),
+        "",
+        DELTA_TEXT,
+        "",
+        "## Where the time goes (per stage, seconds)",
+        "",
+        *_where_time_goes(rows),
+        "",
+        *_stages_lines(rows),
+        "",
+        STAGES_TEXT,
+        "",
+        "## Setup and process totals",
+        "",
+        *_setup_lines(rows),
+        "",
+        "## Environment",
+        "",
+        "- " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        (
+            f"- python {meta['python']}, reference frame access: "
+            f"{meta['reference_frame_access']}, our audio mode: {meta['ours_audio_mode']}, "
+            f"our decoder: {meta.get('ours_decoder', 'ffmpeg')}, "
+            f"total run time {meta['total_s']} s"
+        ),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def _summary_lines(s: dict) -> list[str]:
+    return [
         (
             f"- median ratio over the shared clips: **{fmt(s['median_ratio_shared'])}x** "
             f"(target ≥ {TARGET_SHARED_RATIO:g}x: {fmt(s['target_shared_met'])})"
@@ -320,9 +291,11 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
             f"{TOL_FEATURE_MAD:g} mean |Δ|, frame count and indices exact): "
             f"{s['parity_pass']}/{s['files']} files"
         ),
-        "",
-        "## Per file",
-        "",
+    ]
+
+
+def _per_file_lines(rows: list[dict]) -> list[str]:
+    lines = [
         (
             "| file | res | dur s | frames | ours s | ref s | ratio | ours CPU s | ref CPU s "
             "| ours MB | ref MB | frame Δ/255 | feat Δ | idx | gold Δ ours/ref (frames) "
@@ -335,18 +308,8 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
     ]
     for r in rows:
         p = r["parity"]
-        gold_f = (
-            f"{fmt(p.get('golden_ours_frame_mad'), 3)} / "
-            f"{fmt(p.get('golden_reference_frame_mad'), 3)}"
-            if "golden_ours_frame_mad" in p
-            else "–"
-        )
-        gold_a = (
-            f"{fmt(p.get('golden_ours_feature_mad'), 4)} / "
-            f"{fmt(p.get('golden_reference_feature_mad'), 4)}"
-            if "golden_ours_feature_mad" in p
-            else "–"
-        )
+        gold_f = _pair(p, "golden_ours_frame_mad", "golden_reference_frame_mad", 3)
+        gold_a = _pair(p, "golden_ours_feature_mad", "golden_reference_feature_mad", 4)
         idx = p["count_equal"] and p["indices_equal"]
         if "golden_ours_indices_equal" in p:
             idx = idx and p["golden_ours_indices_equal"] and p["golden_reference_indices_equal"]
@@ -358,19 +321,18 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
             f"| {fmt(p['frame_mad'], 3)} | {fmt(p['feature_mad'], 4)} | {fmt(idx)} "
             f"| {gold_f} | {gold_a} | {'pass' if p['pass'] else '**FAIL**'} |"
         )
-    lines += [
-        "",
-        (
-            "frame Δ and feat Δ: ours against the reference run here (mean |Δ| of the uint8 frames, "
-            "in 1/255 units, and of the log-mel features); gold Δ: each pipeline against the authors' "
-            "golden output in ../shared/golden/preprocess (its PNG frames, its features). Frames use "
-            "Liberation Sans in both pipelines here; the golden frames were stamped with Arial."
-        ),
-        "",
-        "## Where the time goes (per stage, seconds)",
-        "",
-        *_where_time_goes(rows),
-        "",
+    return lines
+
+
+def _pair(parity: dict, ours: str, reference: str, digits: int) -> str:
+    """ "ours / reference" of a golden comparison; "–" for a clip without golden output."""
+    if ours not in parity:
+        return "–"
+    return f"{fmt(parity.get(ours), digits)} / {fmt(parity.get(reference), digits)}"
+
+
+def _stages_lines(rows: list[dict]) -> list[str]:
+    lines = [
         "| file | pipeline | wall | " + " | ".join(CHART_STAGES) + " |",
         "| --- | --- | ---: | " + " | ".join("---:" for _ in CHART_STAGES) + " |",
     ]
@@ -379,21 +341,11 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
             stages = _chart_stages(r[kind])
             cells = " | ".join(f"{stages[s]:.2f}" for s in CHART_STAGES)
             lines.append(f"| {r['file']} | {kind} | {r[kind]['wall_s']:.2f} | {cells} |")
-    lines += [
-        "",
-        (
-            "Stages. ours (prepare_video's timings hook): probe = probe_video (PyAV) + clip frame count + frame plan; decode = time inside the frame decoder "
-            "(pyav: in-process PyAV decode of the needed packets + RGB conversion; ffmpeg: the "
-            "ffmpeg process with select); overlay, resize = PIL on the full-size frame, on "
-            "stamping threads that overlap the decode; audio = ffmpeg mp3 round trip to 16 kHz; features "
-            "= torch STFT log-mel; normalise = pixel_values(). reference: probe = decord "
-            "VideoReader open + plan; decode = decord get_batch; normalise = ToTensor + Normalize "
-            "+ stack + bf16; audio = moviepy mp3 export + librosa.load; features = "
-            "WhisperFeatureExtractor per 30 s piece."
-        ),
-        "",
-        "## Setup and process totals",
-        "",
+    return lines
+
+
+def _setup_lines(rows: list[dict]) -> list[str]:
+    lines = [
         (
             "| file | pipeline | setup s | warm-up s | process wall s | process CPU s | "
             "base RSS MB | maxrss MB (python) | repeats | load avg |"
@@ -409,40 +361,40 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
                 f"| {k['base_rss_mb']:.0f} | {k['maxrss_mb']:.0f} | {k['repeats']} "
                 f"| {fmt(k['loadavg_before'])} |"
             )
-    lines += [
-        "",
-        "## Environment",
-        "",
-        "- " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        (
-            f"- python {meta['python']}, reference frame access: "
-            f"{meta['reference_frame_access']}, our audio mode: {meta['ours_audio_mode']}, "
-            f"our decoder: {meta.get('ours_decoder', 'ffmpeg')}, "
-            f"total run time {meta['total_s']} s"
-        ),
-        "",
-    ]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def draw_chart(path: Path, rows: list[dict], summary: dict) -> None:
+    """chart.png: wall time per file above, each pipeline's stage shares below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["file"] for r in rows]
     n = len(rows)
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(max(8.0, 1.3 * n + 3), 9), gridspec_kw={"height_ratios": [1, 1.2]}
     )
-    x = list(range(n))
-    width = 0.38
+    _wall_panel(top, rows, summary)
+    _stages_panel(bottom, rows)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CHART_BAR_WIDTH = 0.38
+
+
+def _wall_panel(ax, rows: list[dict], summary: dict) -> None:
+    """Wall time per file, ours beside the reference, CPU seconds marked, ratio on top."""
+    names = [r["file"] for r in rows]
+    x = list(range(len(rows)))
+    width = CHART_BAR_WIDTH
     ours = [r["ours"]["wall_s"] for r in rows]
     ref = [r["reference"]["wall_s"] for r in rows]
-    top.bar([i - width / 2 for i in x], ours, width, label="ours", color="#1f77b4")
-    top.bar([i + width / 2 for i in x], ref, width, label="reference (authors)", color="#ff7f0e")
-    top.scatter(
+    ax.bar([i - width / 2 for i in x], ours, width, label="ours", color="#1f77b4")
+    ax.bar([i + width / 2 for i in x], ref, width, label="reference (authors)", color="#ff7f0e")
+    ax.scatter(
         [i - width / 2 for i in x] + [i + width / 2 for i in x],
         [r["ours"]["cpu_s"] for r in rows] + [r["reference"]["cpu_s"] for r in rows],
         marker="_",
@@ -452,7 +404,7 @@ def draw_chart(path: Path, rows: list[dict], summary: dict) -> None:
         label="CPU seconds (process + ffmpeg)",
     )
     for i, r in enumerate(rows):
-        top.annotate(
+        ax.annotate(
             f"{r['ratio']:.1f}x" + ("" if r["parity"]["pass"] else " (parity!)"),
             (i, max(ours[i], ref[i])),
             ha="center",
@@ -461,25 +413,31 @@ def draw_chart(path: Path, rows: list[dict], summary: dict) -> None:
             xytext=(0, 2),
             textcoords="offset points",
         )
-    top.set_yscale("log")
-    top.set_ylabel("wall time per file, s (log)")
-    top.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    top.legend(loc="upper left", fontsize=8)
-    top.set_title(
+    ax.set_yscale("log")
+    ax.set_ylabel("wall time per file, s (log)")
+    ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(
         "Preprocessing wall time; ratio = reference / ours "
         f"(median shared {fmt(summary['median_ratio_shared'])}x, "
         f"1080p {fmt(summary['median_ratio_1080p'])}x)",
         fontsize=10,
     )
 
-    # stacked stage shares, ours (left) and reference (right) per file, as % of wall time
+
+def _stages_panel(ax, rows: list[dict]) -> None:
+    """Stacked stage shares per file as % of wall time, ours (left) and reference (right)."""
+    names = [r["file"] for r in rows]
+    n = len(rows)
+    x = list(range(n))
+    width = CHART_BAR_WIDTH
     for offset, kind, hatch in ((-width / 2, "ours", ""), (width / 2, "reference", "//")):
         bottoms = [0.0] * n
         for stage in CHART_STAGES:
             heights = [
                 100 * _chart_stages(r[kind])[stage] / max(r[kind]["wall_s"], 1e-9) for r in rows
             ]
-            bottom.bar(
+            ax.bar(
                 [i + offset for i in x],
                 heights,
                 width,
@@ -491,17 +449,12 @@ def draw_chart(path: Path, rows: list[dict], summary: dict) -> None:
                 label=stage if kind == "ours" else None,
             )
             bottoms = [b + h for b, h in zip(bottoms, heights)]
-    bottom.axhline(100, color="black", linewidth=0.6)
-    bottom.set_ylabel("stage time, % of the pipeline's wall time")
-    bottom.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    bottom.set_title(
+    ax.axhline(100, color="black", linewidth=0.6)
+    ax.set_ylabel("stage time, % of the pipeline's wall time")
+    ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+    ax.set_title(
         "Where the time goes: left bar ours (audio runs beside the frames: can pass 100%), "
         "right bar (hatched) reference",
         fontsize=9,
     )
-    bottom.legend(
-        ncol=len(CHART_STAGES), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25)
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.legend(ncol=len(CHART_STAGES), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))

@@ -35,15 +35,13 @@ from ._preprocess_media import (
     make_synthetic,
     warmup_clip,
 )
+from ._preprocess_parity import TOL_FEATURE_MAD, TOL_FRAME_MAD, parity
 from ._preprocess_report import (
     TARGET_1080P_RATIO,
     TARGET_SHARED_RATIO,
-    TOL_FEATURE_MAD,
-    TOL_FRAME_MAD,
     draw_chart,
     fmt,
     golden_recorded,
-    parity,
     summarise,
     write_csv,
     write_markdown,
@@ -242,69 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
     t_start = time.perf_counter()
-    meta = {
-        "started": started,
-        "command": "python -m benchmarks.preprocess_bench "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu_model": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": _versions(),
-        "reference_frame_access": args.reference_frame_access,
-        "ours_audio_mode": args.ours_audio_mode,
-        "ours_decoder": args.ours_decoder,
-        "loadavg_start": loadavg(),
-        "tolerances": {"frame_mad": TOL_FRAME_MAD, "feature_mad": TOL_FEATURE_MAD},
-        "targets": {"shared_median": TARGET_SHARED_RATIO, "p1080": TARGET_1080P_RATIO},
-    }
+    meta = _run_meta(args, argv)
     items = collect_media(args, say)
     if not items:
         raise SystemExit("nothing to benchmark (no shared media and no synthetic clips)")
     warmup = None if args.no_warmup else warmup_clip(Path(args.cache))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    rows: list[dict] = []
-    progress = _Progress(2 * len(items), "preprocess bench", args.quiet)
-    with tempfile.TemporaryDirectory(prefix="arc-bench-") as scratch:
-        for item in items:
-            runs, dumps = {}, {}
-            for kind in KINDS:
-                progress.step(f"{kind} {item.name}")
-                dumps[kind] = Path(scratch) / item.name / kind
-                runs[kind] = run_worker(kind, item, dumps[kind], args, warmup)
-                progress.advance(
-                    f"{item.name:<24} {kind:<9} {runs[kind]['wall_s']:7.2f} s wall "
-                    f"{runs[kind]['cpu_s']:7.2f} s CPU {runs[kind]['peak_mb']:6.0f} MB"
-                )
-            par = parity(
-                runs["ours"], runs["reference"], dumps["ours"], dumps["reference"], item.golden
-            )
-            if args.keep_dumps:
-                shutil.copytree(
-                    Path(scratch) / item.name, out / "dumps" / item.name, dirs_exist_ok=True
-                )
-            shutil.rmtree(Path(scratch) / item.name, ignore_errors=True)
-            rows.append(
-                {
-                    "file": item.name,
-                    "path": str(item.path),
-                    "group": item.group,
-                    "resolution": item.label,
-                    "is_1080p": item.is_1080p,
-                    "duration_s": item.duration,
-                    "media": item.info,
-                    "ratio": runs["reference"]["wall_s"] / max(runs["ours"]["wall_s"], 1e-9),
-                    "cpu_ratio": runs["reference"]["cpu_s"] / max(runs["ours"]["cpu_s"], 1e-9),
-                    "golden_recorded_s": golden_recorded(item.golden),
-                    "ours": runs["ours"],
-                    "reference": runs["reference"],
-                    "parity": par,
-                }
-            )
-    progress.close()
+    rows = _run_all(items, args, warmup, out)
     meta["loadavg_end"] = loadavg()
     meta["total_s"] = round(time.perf_counter() - t_start, 1)
     summary = summarise(rows)
@@ -320,6 +264,72 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['files']}; {meta['total_s']} s; reports in {out}"
     )
     return 0
+
+
+def _run_meta(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """The run's setting as the report gives it (its end is added when it ends)."""
+    return {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python -m benchmarks.preprocess_bench "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu_model": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+        "reference_frame_access": args.reference_frame_access,
+        "ours_audio_mode": args.ours_audio_mode,
+        "ours_decoder": args.ours_decoder,
+        "loadavg_start": loadavg(),
+        "tolerances": {"frame_mad": TOL_FRAME_MAD, "feature_mad": TOL_FEATURE_MAD},
+        "targets": {"shared_median": TARGET_SHARED_RATIO, "p1080": TARGET_1080P_RATIO},
+    }
+
+
+def _run_all(
+    items: list[MediaItem], args: argparse.Namespace, warmup: Path | None, out: Path
+) -> list[dict]:
+    """Every file through both pipelines, each in a fresh worker: one report row per file."""
+    rows: list[dict] = []
+    progress = _Progress(2 * len(items), "preprocess bench", args.quiet)
+    with tempfile.TemporaryDirectory(prefix="arc-bench-") as scratch:
+        for item in items:
+            dumps = Path(scratch) / item.name
+            runs = {}
+            for kind in KINDS:
+                progress.step(f"{kind} {item.name}")
+                runs[kind] = run_worker(kind, item, dumps / kind, args, warmup)
+                progress.advance(
+                    f"{item.name:<24} {kind:<9} {runs[kind]['wall_s']:7.2f} s wall "
+                    f"{runs[kind]['cpu_s']:7.2f} s CPU {runs[kind]['peak_mb']:6.0f} MB"
+                )
+            par = parity(
+                runs["ours"], runs["reference"], dumps / "ours", dumps / "reference", item.golden
+            )
+            if args.keep_dumps:
+                shutil.copytree(dumps, out / "dumps" / item.name, dirs_exist_ok=True)
+            shutil.rmtree(dumps, ignore_errors=True)
+            rows.append(_row(item, runs, par))
+    progress.close()
+    return rows
+
+
+def _row(item: MediaItem, runs: dict[str, dict], par: dict) -> dict:
+    ours, reference = runs["ours"], runs["reference"]
+    return {
+        "file": item.name,
+        "path": str(item.path),
+        "group": item.group,
+        "resolution": item.label,
+        "is_1080p": item.is_1080p,
+        "duration_s": item.duration,
+        "media": item.info,
+        "ratio": reference["wall_s"] / max(ours["wall_s"], 1e-9),
+        "cpu_ratio": reference["cpu_s"] / max(ours["cpu_s"], 1e-9),
+        "golden_recorded_s": golden_recorded(item.golden),
+        "ours": ours,
+        "reference": reference,
+        "parity": par,
+    }
 
 
 __all__ = ["MediaItem", "build_parser", "main", "make_synthetic", "parity", "summarise"]

@@ -5,7 +5,7 @@ decode workers, and forwarded to vLLM as the plugin's prepared container (a data
 a file:// URL in a folder the engine shares in `--forward-mode shared`), so vLLM never
 sees the user's file. This module only wires the app: the shared state
 (`server.state`), its start and stop, the request log, the error handlers and the routers
-(`server.routes`: chat, files, health).
+(`server.routes`: chat, files, health; `server.playground`: the page to try it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from . import playground
 from .config import Settings
 from .errors import install_error_handlers
 from .request_log import RequestLog
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gateway = gateway
     app.add_middleware(RequestLog, metrics=metrics)
     install_error_handlers(app, on_error=lambda code: metrics.rejections.labels(code).inc())
-    routers = [module.router for module in (health, files, chat)]
+    routers = [module.router for module in (health, files, chat, playground)]
     for router in routers:
         app.include_router(router)
     # The paths are read off our routers: newer FastAPI releases nest included routers in

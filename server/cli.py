@@ -1,4 +1,6 @@
-"""`arc-gateway`: run the gateway (uvicorn) with settings from flags and ARC_GATEWAY_* env."""
+"""`arc-gateway`: run the gateway (uvicorn) with settings from flags and ARC_GATEWAY_* env;
+`arc-gateway keys ...` and `arc-gateway db ...` manage keys and the database
+(server/keys/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,32 @@ import uvicorn
 
 from .app import create_app
 from .config import load_settings
+from .db import Database
+from .keys.auth import Authenticator, check_bind
+
+COMMANDS = ("keys", "db")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        from .keys.cli import main as command
+
+        return command(argv)
     settings = load_settings(argv)
+    # Refused here, with the reason, before anything starts: a bad database URL, an
+    # unreadable admin key file, an open gateway on a public address.
+    try:
+        db = Database(settings.database)
+        try:
+            db.migrate()
+            auth = Authenticator(db, settings.admin_secret())
+            check_bind(settings.host, auth.required(), settings.insecure_no_auth)
+        finally:
+            db.close()
+    except (RuntimeError, ValueError) as e:
+        print(f"arc-gateway: {e}", file=sys.stderr)
+        return 2
     # One JSON line per request goes to stdout (the log message is the JSON itself).
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stdout)
     # httpx logs every upstream call as plain text: keep the log one JSON line per request.

@@ -112,6 +112,25 @@ class Settings:
         default=64,
         metadata={"help": "chat requests in progress at once; beyond it answers are 429"},
     )
+    max_schema_bytes: int = field(
+        default=32768,
+        metadata={"help": "largest JSON schema a response_format may carry (compact JSON bytes)"},
+    )
+    max_schema_depth: int = field(
+        default=32,
+        metadata={
+            "help": "deepest nesting of objects and arrays in a response_format schema (a "
+            "nested object property counts 2; vLLM itself refuses more than 64)"
+        },
+    )
+    max_schema_properties: int = field(
+        default=256,
+        metadata={
+            "help": "most properties a response_format schema may declare in all (optional "
+            "ones cost the grammar backends most: xgrammar's compile takes ~20 s for 2000, "
+            "llguidance gives up near 500)"
+        },
+    )
     max_upload_mb: float = field(
         default=4096,
         metadata={
@@ -235,6 +254,51 @@ class Settings:
         default=60, metadata={"help": "on SIGTERM, time given to accepted requests to finish"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
+    database_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "the gateway's database (keys, files' owners, limits, usage): "
+            "sqlite:////PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (several replicas "
+            "share one PostgreSQL); default SQLite in the files folder, "
+            "<files-dir>/gateway.db"
+        },
+    )
+    admin_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "an admin API key (sees every key's files; no limits); turns "
+            "authentication on. Prefer the environment variable or --admin-key-file to a "
+            "flag others can read in the process list",
+            "secret": True,
+        },
+    )
+    admin_key_file: str | None = field(
+        default=None,
+        metadata={"help": "a file holding the admin API key (a mounted secret)"},
+    )
+    insecure_no_auth: bool = field(
+        default=False,
+        metadata={
+            "help": "serve without API keys on a non-loopback address (refused otherwise "
+            "while no key exists)"
+        },
+    )
+    isolate_mm_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "also salt vLLM's multimodal processor and encoder caches per key (sends "
+            "mm_processor_kwargs.arc_cache_salt; the engines must run with "
+            "--trust-request-mm-kwargs). Off: those caches stay keyed by the video's content "
+            "alone, see README 'API keys and limits'"
+        },
+    )
+    lease_ttl_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "a request's hold on its key's concurrency limit (and a question's pin "
+            "on a file) outlives a gateway that died by at most this long"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.forward_mode not in FORWARD_MODES:
@@ -247,11 +311,35 @@ class Settings:
             raise ValueError("segments_in_flight must be at least 1")
         if self.integrator_url and not self.integrator_model:
             raise ValueError("integrator_url needs integrator_model (the model to ask there)")
+        for name in ("max_schema_bytes", "max_schema_depth", "max_schema_properties"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if (
             self.forward_mode == "shared"
             and not PurePosixPath(self.engine_forward_path).is_absolute()
         ):
             raise ValueError("engine_forward_dir must be an absolute path (the engine's view)")
+
+    @property
+    def database(self) -> str:
+        """The database URL in use (the default: SQLite in the files folder)."""
+        from .db import default_database_url
+
+        return self.database_url or default_database_url(self.files_dir)
+
+    def admin_secret(self) -> str | None:
+        """The admin key, from --admin-key or --admin-key-file (its first line)."""
+        if self.admin_key:
+            return self.admin_key.strip()
+        if self.admin_key_file:
+            try:
+                text = Path(self.admin_key_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"cannot read --admin-key-file: {e}") from None
+            if not text:
+                raise ValueError(f"--admin-key-file {self.admin_key_file} is empty")
+            return text.splitlines()[0].strip()
+        return None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -287,14 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
         "model-ready requests to vLLM behind an OpenAI-compatible API; a video over five "
         "minutes is asked about in segments, in parallel, and the answers integrated into "
-        "one. Every option can also be set by an environment variable "
+        "one; a page to try the model in a browser at / (http://127.0.0.1:8080/ by "
+        "default). Every option can also be set by an environment variable "
         f"{ENV_PREFIX}<OPTION> (shown below).",
-        epilog="Set by the environment only (secrets never go on a command line): "
+        epilog="API keys and the database: `arc-gateway keys {create,list,revoke,limits,"
+        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Set by the "
+        "environment only (secrets never go on a command line): "
         + ", ".join(
             f"{_env(item.name)} ({item.metadata.get('help', '')})"
             for item in dataclasses.fields(Settings)
             if item.metadata.get("env_only")
-        ),
+        )
+        + ".",
     )
     for item in dataclasses.fields(Settings):
         if item.metadata.get("env_only"):
@@ -305,7 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
             else item.default
         )
         help_text = f"{item.metadata.get('help', '')} (default {default}; env {_env(item.name)})"
-        if item.type in ("list[str]",):
+        if item.metadata.get("secret"):
+            help_text = f"{item.metadata.get('help', '')} (env {_env(item.name)})"
+        if item.type == "bool":
+            parser.add_argument(_flag(item.name), help=help_text, action="store_true", default=None)
+        elif item.type in ("list[str]",):
             parser.add_argument(_flag(item.name), action="append", help=help_text)
         else:
             choices = item.metadata.get("choices")
@@ -315,13 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _convert(item: dataclasses.Field, raw: object) -> object:
     kind = item.type
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{_env(item.name)} must be true or false, not {raw!r}")
     if kind == "list[str]":
         if isinstance(raw, str):
             return [part.strip() for part in raw.split(",") if part.strip()]
         return list(raw)  # type: ignore[arg-type]
     if kind == "int":
         return int(raw)  # type: ignore[arg-type]
-    if kind == "float":
+    if kind in ("float", "float | None"):
         return float(raw)  # type: ignore[arg-type]
     return raw
 

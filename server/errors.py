@@ -79,6 +79,14 @@ def _where(loc: Sequence[Any]) -> str:
     return where or "body"
 
 
+def _problem(error: Any) -> str:
+    """The text of one validation error, without the prefix pydantic puts before the
+    message of a validator's own ValueError ("Value error, ...")."""
+    if error.get("type") == "value_error" and "error" in (error.get("ctx") or {}):
+        return str(error["ctx"]["error"])
+    return str(error.get("msg", "invalid"))
+
+
 def invalid_request(errors: Sequence[Any]) -> APIError:
     """A 400 from pydantic/FastAPI validation errors: the first problem, where it is."""
     if not errors:
@@ -93,7 +101,7 @@ def invalid_request(errors: Sequence[Any]) -> APIError:
         message = f"unknown or unsupported parameter: {where}{more}"
         return APIError(400, message, "unknown_parameter", param=where)
     code = "unsupported_content" if first.get("type") == "unsupported_content" else None
-    message = f"{where}: {first.get('msg', 'invalid')}{more}"
+    message = f"{where}: {_problem(first)}{more}"
     return APIError(400, message, code or "invalid_request", param=where)
 
 

@@ -12,7 +12,9 @@ _FRAMES = (1, 2, 4, 8, 16, 32, 64, 100, 150)
 REJECTION_REASONS = (
     # requests
     "invalid_json", "invalid_request", "unknown_parameter", "unsupported_content",
-    "single_user_message", "too_many_videos", "no_video", "request_too_large",
+    "single_user_message", "too_many_videos", "no_video", "missing_question",
+    "invalid_response_format",
+    "request_too_large",
     "not_found", "model_not_found", "method_not_allowed", "http_error", "too_many_requests", "client_closed",
     # uploads and files
     "wrong_content_type", "bad_multipart", "missing_file", "multiple_files", "invalid_purpose",
@@ -26,6 +28,8 @@ REJECTION_REASONS = (
     "url_invalid", "url_scheme", "url_userinfo", "url_unresolvable", "url_blocked_address",
     "url_connect", "url_content_encoding", "url_http_status", "url_redirects", "url_timeout",
     "url_tls", "url_too_large", "url_upstream",
+    # keys and their limits
+    "invalid_api_key", "rate_limit_exceeded", "file_exceeds_quota", "storage_quota_exceeded",
     # the model server
     "upstream_rejected", "context_length_exceeded", "upstream_busy", "upstream_error",
     "upstream_unavailable", "upstream_timeout", "upstream_no_model",

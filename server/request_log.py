@@ -67,6 +67,12 @@ class RequestLog:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                # Headers a dependency set for every answer (a key's x-ratelimit-*): an
+                # answer's own headers win.
+                present = {name.lower() for name, _ in message["headers"]}
+                for name, value in scope["state"].get("response_headers", {}).items():
+                    if name.encode().lower() not in present:
+                        message["headers"].append((name.encode(), value.encode()))
             await send(message)
 
         try:

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from .errors import APIError
+from .priority import INTERACTIVE, MAX_PRIORITY
+from .response_format import ResponseFormat, SchemaLimits, check_schema
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 TaskName = Literal["qa", "summary", "grounding", "mcq", "chapters", "none"]
 
@@ -139,6 +155,12 @@ SAMPLING_PARAMETERS = (
 )
 
 
+# The tasks whose prompt needs the user's question. The authors have a question of their
+# own only for summary and chapters (arc-serve's chat template adds it when the text is
+# empty: vllm_plugin/prompts.py), and "none" sends whatever text there is.
+TASKS_NEEDING_A_QUESTION = ("qa", "grounding", "mcq")
+
+
 class ChatCompletionRequest(_Closed):
     model: str | None = Field(default=None, max_length=256, description="ignored: one model")
     messages: list[Message] = Field(min_length=1)
@@ -164,21 +186,116 @@ class ChatCompletionRequest(_Closed):
     stream_options: StreamOptions | None = None
     chat_template_kwargs: TemplateOptions | None = None
     video: VideoOptions | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="text (default), json_object, or json_schema {name, schema, strict}: "
+        "the answer is JSON that follows it (server.response_format)",
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=INTERACTIVE,
+        le=MAX_PRIORITY,
+        description="0 (default) is interactive; a larger number is served after every "
+        "request with a smaller one (a batch runner sends 10)",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("n")
+    @classmethod
+    def _several_answers_are_sampled(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value > 1 and not info.data.get("temperature"):
+            raise ValueError(
+                f"asks for {value} answers, but without a temperature above 0 every answer "
+                "is the same greedy one: set temperature (e.g. 0.7) or leave n at 1"
+            )
+        return value
 
-class Segment(BaseModel):
+    def answers_in_json(self) -> bool:
+        return self.response_format is not None and self.response_format.is_json
+
+    def template_task(self) -> str | None:
+        """The task for the chat template: `video.task`, else `chat_template_kwargs.task`,
+        else none for a JSON answer (the qa instruction asks for <think>/<answer> tags,
+        which the JSON grammar leaves no room for), else None (the template's qa)."""
+        template = self.chat_template_kwargs.task if self.chat_template_kwargs else None
+        named = (self.video.task if self.video else None) or template
+        return named or ("none" if self.answers_in_json() else None)
+
+    def task(self) -> str:
+        """The prompt preset: the template's task (`template_task`), else qa."""
+        return self.template_task() or "qa"
+
+    def check(self, settings: Settings) -> None:
+        """What the request's fields alone cannot say: a question where the task needs one,
+        a response_format schema within the gateway's limits. A 400 naming the problem."""
+        self.check_question()
+        self.check_response_format(settings)
+
+    def check_response_format(self, settings: Settings) -> None:
+        if self.response_format is not None and self.response_format.json_schema is not None:
+            check_schema(
+                self.response_format.json_schema.schema_, SchemaLimits.from_settings(settings)
+            )
+
+    def check_question(self) -> None:
+        """A 400 when the task needs a question and the user message has no text: the model
+        would answer the bare instruction (noise)."""
+        task = self.task()
+        content = self.messages[0].content or []
+        if task not in TASKS_NEEDING_A_QUESTION or any(
+            part.text and part.text.strip() for part in content
+        ):
+            return
+        raise APIError(
+            400,
+            f"task {task!r} needs a question: add a text part to the user message "
+            "(only summary and chapters have a default question)",
+            "missing_question",
+            param="messages[0].content",
+        )
+
+    def sampling_parameters(self) -> dict[str, Any]:
+        """The sampling parameters for vLLM: those the request set, and temperature 0
+        (greedy, as the authors generate) when it set none. Any upstream vLLM then answers
+        greedily by default, whatever its own or the checkpoint's defaults."""
+        sent = self.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True)
+        sent.setdefault("temperature", 0.0)
+        return sent
+
+    def engine_options(self) -> dict[str, Any]:
+        """What else goes to vLLM: the response format of a JSON answer, and the priority
+        when it is not the interactive one (vLLM's default)."""
+        options: dict[str, Any] = {}
+        if self.response_format is not None and self.response_format.is_json:
+            options["response_format"] = self.response_format.upstream()
+        if self.priority:
+            options["priority"] = self.priority
+        return options
+
+
+class _EveryKey(BaseModel):
+    """Serialized with every field, null included, even where the answer drops empty
+    fields (exclude_none): clients read `structured["answer"]` without looking first."""
+
+    @model_serializer(mode="wrap")
+    def _every_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {name: data.get(name) for name in type(self).model_fields}
+
+
+class Segment(_EveryKey):
     start: float
     end: float
     text: str | None = None
 
 
-class StructuredAnswer(BaseModel):
-    """The answer parsed from the model's `<think>...</think><answer>...</answer>`."""
+class StructuredAnswer(_EveryKey):
+    """The answer parsed from the model's `<think>...</think><answer>...</answer>`: every
+    key always present, null when the text has no such part."""
 
     thinking: str | None = None
     answer: str | None = None
@@ -222,6 +339,8 @@ class FileObject(BaseModel):
 class FileList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FileObject]
+    # One page holds every file (the openai client pages on until has_more is false).
+    has_more: bool = False
 
 
 class FileDeleted(BaseModel):

@@ -1,6 +1,6 @@
 """Server-sent events as vLLM's OpenAI server streams a chat: `data: <payload>` lines, the
-last one `data: [DONE]`. Read by the chat route (relaying vLLM's stream) and by the load
-benchmark (timing it)."""
+last one `data: [DONE]`. Read by the chat route (relaying vLLM's stream); the load benchmark
+has its own reader (benchmarks/load/sse.py), as it measures the gateway from outside."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -10,8 +11,12 @@ from fastapi import Depends, Request
 from .chat.service import ChatService
 from .chat.upstream_requests import Integrator
 from .config import Settings
+from .db import Database
+from .db.leases import Leases
 from .files import FileStore
 from .inflight import InFlight
+from .keys.auth import check_bind
+from .keys.tenancy import Tenancy
 from .metrics import Metrics
 from .upstream import Upstream
 from .video.forward import prepare_forward_dir
@@ -20,15 +25,25 @@ from .video.workers import DecodeWorkers
 
 
 class Gateway:
-    """Settings, metrics, stored files, the in-flight count; while the app runs (`start` to
-    `stop`), the decode workers, the video service, the upstream client (and the
-    integrator's, when it is another server) and the chat service."""
+    """Settings, metrics, the database, stored files, keys and their limits, the in-flight
+    count; while the app runs (`start` to `stop`), the decode workers, the video service,
+    the upstream client (and the integrator's, when it is another server) and the chat
+    service."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()
+        self.db = Database(settings.database)
+        self.leases = Leases(self.db, settings.lease_ttl_s)
         self.store = FileStore(
-            settings.files_dir, settings.files_budget_mb * 1024 * 1024, settings.files_ttl_s
+            settings.files_dir,
+            settings.files_budget_mb * 1024 * 1024,
+            settings.files_ttl_s,
+            self.db,
+            self.leases,
+        )
+        self.tenancy = Tenancy(
+            self.db, self.leases, settings.admin_secret(), settings.isolate_mm_cache
         )
         self.inflight = InFlight(settings.max_inflight, self.metrics.inflight)
         self._workers: DecodeWorkers | None = None
@@ -39,6 +54,10 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
+        # Migrated before anything reads it; refused before anything listens.
+        await asyncio.to_thread(self.db.migrate)
+        check_bind(s.host, await asyncio.to_thread(self.tenancy.auth.required), s.insecure_no_auth)
+        await asyncio.to_thread(self.tenancy.start)
         if s.shared_forward:
             prepare_forward_dir(s)  # writable, or the gateway does not start
         self._workers = DecodeWorkers(s, self.metrics)
@@ -53,14 +72,18 @@ class Gateway:
             integrator = Integrator(self._upstream, s.integrator_model, external=False)
         self._chat = ChatService(self, integrator)
         await self._workers.warm_up()
-        self.store.sweep()  # a smaller budget or expired files since the last run
+        # A smaller budget, expired files, leftovers of a gateway that died
+        await asyncio.to_thread(self.store.sweep)
+        await self.leases.start()
 
     async def stop(self) -> None:
+        await self.leases.stop()
         for upstream in (self._upstream, self._integrator_upstream):
             if upstream is not None:
                 await upstream.close()
         if self._workers is not None:
             self._workers.shutdown()
+        self.db.close()
 
     @property
     def workers(self) -> DecodeWorkers:

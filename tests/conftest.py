@@ -77,9 +77,24 @@ def engine(
     checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "engine.log"
-    proc = start_engine(checkpoint, port, log, ["--allowed-local-media-path", str(engine_files)])
+    # prompt_tokens_details.cached_tokens in the usage: what the prefix cache served
+    # (tests/gateway/test_gateway_tenancy.py)
+    extra = ["--allowed-local-media-path", str(engine_files), "--enable-prompt-tokens-details"]
+    proc = start_engine(checkpoint, port, log, extra)
     yield f"http://127.0.0.1:{port}", checkpoint
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One real PostgreSQL server for the session (tests/postgres.py); each test that needs
+    a database takes a fresh one from it (`postgres.new_database()`)."""
+    from postgres import remove, start_postgres
+    from servers import free_port
+
+    server = start_postgres(free_port())
+    yield server
+    remove(server)
 
 
 @pytest.fixture(scope="session")

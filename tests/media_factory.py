@@ -109,3 +109,21 @@ def make_long_video(
     sound = ["-c:a", "aac", "-ac", "1", "-b:a", "32k"] if audio else ["-an"]
     ffmpeg(*inputs, *video, "-pix_fmt", "yuv420p", *sound, "-shortest", str(path))
     return path
+
+
+def card_colours(path: Path, count: int, card_s: float = 60) -> list:
+    """The mean RGB of each of the first `count` cards of a `make_long_video` video, read
+    by PyAV from the first frame of its middle second."""
+    import av
+
+    found = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = container.decode(stream)
+        for k in range(count):
+            second = k * card_s + card_s / 2
+            frame = next(f for f in frames if f.time >= second)
+            rgb = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
+            found.append(rgb[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].reshape(-1, 3).mean(axis=0))
+    return found

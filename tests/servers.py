@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -9,7 +10,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -136,6 +139,26 @@ class FakeUpstream(http.server.BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
+
+
+@contextlib.contextmanager
+def gateway_on_stand_in(
+    handler: type[FakeUpstream], folder: Path, extra: list[str] | None = None
+) -> Iterator[str]:
+    """A real `arc-gateway` (files and logs in `folder`) in front of a stand-in vLLM whose
+    `handler` answers; yields the gateway's base URL and stops both."""
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    try:
+        port = free_port()
+        upstream = f"http://127.0.0.1:{fake.server_address[1]}"
+        proc = start_gateway(upstream, port, folder / "files", folder / "gateway.log", extra)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+    finally:
+        fake.shutdown()
 
 
 def upload_video(base: str, path: Path, timeout: float = 120) -> httpx.Response:

@@ -5,15 +5,20 @@ mapping), answers the integration pass, fails or hangs on cue, and records every
 
 from __future__ import annotations
 
+import base64
 import http.server
+import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from servers import FakeUpstream
 
 
@@ -21,12 +26,7 @@ from servers import FakeUpstream
 class Seen:
     payload: dict
     headers: dict[str, str]
-
-    @property
-    def segment(self) -> int | None:
-        """The segment a request is about, from the router's session key (stored files)."""
-        key = self.headers.get("x-arc-file-id") or ""
-        return int(key.rsplit(":seg-", 1)[1]) if ":seg-" in key else None
+    segment: int | None = None  # the minute its video starts in (`EngineState.cards`)
 
     @property
     def has_video(self) -> bool:
@@ -45,6 +45,9 @@ class Seen:
 class EngineState:
     """What the stand-in answers, and what it saw. Set the answers before each request."""
 
+    # The colour card of each minute of the video asked about (`media_factory.card_colours`):
+    # a segment request is told apart by the card its first frame shows.
+    cards: list = field(default_factory=list)
     segment_answer: Callable[[int | None], str] = lambda segment: "<answer>ok</answer>"
     integration_answer: str = "<answer>integrated</answer>"
     fail: dict[int, int] = field(default_factory=dict)  # segment -> 500s still to answer
@@ -55,6 +58,7 @@ class EngineState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
+        """The answers and what was seen, back to the start (the cards stay)."""
         with self.lock:
             self.segment_answer = lambda segment: "<answer>ok</answer>"
             self.integration_answer = "<answer>integrated</answer>"
@@ -66,6 +70,30 @@ class EngineState:
 
     def integrations_seen(self) -> list[Seen]:
         return [s for s in self.seen if not s.has_video]
+
+
+def first_frame(payload: dict) -> np.ndarray | None:
+    """The first frame of the prepared container a request carries as a data: URL."""
+    content = payload["messages"][0]["content"]
+    urls = [p["video_url"]["url"] for p in content if isinstance(p, dict) and "video_url" in p]
+    if not urls or not urls[0].startswith("data:"):
+        return None
+    data = base64.b64decode(urls[0].split(",", 1)[1])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        name = min(n for n in archive.namelist() if n.startswith("frames/"))
+        return np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
+
+
+def _minute(payload: dict, cards: list) -> int | None:
+    """The minute whose card the request's first frame shows (its centre, away from the
+    timestamp overlay), if the state knows the cards."""
+    if not cards:
+        return None
+    frame = first_frame(payload)
+    if frame is None:
+        return None
+    colour = frame[280:360, 280:360].reshape(-1, 3).mean(axis=0)
+    return int(np.argmin([np.abs(colour - card).sum() for card in cards]))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -91,6 +119,7 @@ class _Handler(FakeUpstream):
         state: EngineState = self.server.state  # type: ignore[attr-defined]
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         seen = Seen(payload, {k.lower(): v for k, v in self.headers.items()})
+        seen.segment = _minute(payload, state.cards)
         with state.lock:
             state.seen.append(seen)
             state.running += 1

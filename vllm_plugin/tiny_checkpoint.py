@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -541,18 +539,6 @@ def write_tiny_checkpoint(out: Path, seed: int = 0, **overrides: Any) -> Path:
     )
     (out / "README.md").write_text(_readme(config, seed, bpe_ranks), encoding="utf-8")
     return out
-
-
-# Where arc-ask and `arc-serve tiny` keep the embedded tiny checkpoint.
-DEFAULT_TINY_DIR = Path(os.environ.get("ARC_TINY_DIR", Path.home() / ".cache/arc-video-serve/tiny"))
-
-
-def ensure_tiny_checkpoint(path: Path, say: Callable[[str], None] = lambda message: None) -> Path:
-    """The tiny checkpoint at `path`, written once (seed 0) if it is not there."""
-    if (path / "config.json").exists():
-        return path
-    say(f"writing the tiny random-weight checkpoint to {path} (once)")
-    return write_tiny_checkpoint(path)
 
 
 def summary(config: dict[str, Any]) -> str:

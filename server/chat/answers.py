@@ -5,6 +5,11 @@ answers a time range and chapters list one range per line. Times come as HH:MM:S
 MM:SS or plain seconds (the overlay on the frames uses HH:MM:SS, so the model tends to
 answer in that form). Anything that does not parse leaves the field empty: the raw text
 is always in `message.content`.
+
+A JSON answer (response_format json_object or json_schema; `task` JSON_ANSWER) is not
+parsed for tags or time ranges: the grammar leaves no room for tags, and the JSON is the
+caller's own shape. Its `structured` is `{"thinking": null, "answer": <the JSON text>,
+"segments": null}`: `answer` is `message.content`, stripped.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import re
 
 from ..schemas import Segment, StructuredAnswer
 from ..video.segments import clock
+
+# The `task` that marks a JSON answer.
+JSON_ANSWER = "json"
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
@@ -54,6 +62,8 @@ def _segments(text: str, many: bool) -> list[Segment] | None:
 def parse_answer(text: str | None, task: str | None) -> StructuredAnswer:
     if not text:
         return StructuredAnswer()
+    if task == JSON_ANSWER:
+        return StructuredAnswer(answer=text.strip() or None)
     think = _THINK.search(text)
     answer = _ANSWER.search(text)
     thinking = think.group(1).strip() if think else None

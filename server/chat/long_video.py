@@ -28,14 +28,16 @@ from pydantic import ValidationError
 from .. import sse
 from ..config import Settings
 from ..errors import APIError
+from ..keys.accounting import note_usage
 from ..metrics import Metrics
+from ..priority import INTERACTIVE
 from ..schemas import ChatCompletion, SegmentUsage, StructuredAnswer, Usage, VideoUsage
 from ..upstream import TRANSPORT_ERRORS, Body, Upstream, unavailable
 from ..video.jobs import VideoLength, VideoSummary
 from ..video.segments import Segment
 from ..video.service import Prepared, VideoService, VideoSource
 from . import integrate, stream
-from .answers import parse_answer
+from .answers import JSON_ANSWER, parse_answer
 from .upstream_requests import Integrator, UpstreamRequests
 
 log = logging.getLogger("arc.gateway")
@@ -78,6 +80,7 @@ class SegmentAnswer:
     content: str | None
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt, served by the engine's prefix cache
     fields: dict = field(default_factory=dict)
 
 
@@ -101,7 +104,7 @@ class LongVideo:
     length: VideoLength
     plan: list[Segment]
     log_fields: dict
-    on_usage: Callable[[Usage], None] | None = None
+    decode_priority: int = INTERACTIVE
     answers: list[SegmentAnswer] = field(default_factory=list)
 
     @property
@@ -160,7 +163,12 @@ class LongVideo:
         fields: dict = {}
         try:
             prepared = await self.videos.prepare(
-                self.source, (segment.start, segment.end), held, fields, admit=segment.index == 0
+                self.source,
+                (segment.start, segment.end),
+                held,
+                fields,
+                admit=segment.index == 0,
+                priority=self.decode_priority,
             )
         except APIError as e:
             if e.code not in VIDEO_FAULTS:
@@ -195,6 +203,7 @@ class LongVideo:
             content=choice.message.content if choice else None,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            cached_tokens=_cached_tokens(usage),
             fields=fields,
         )
 
@@ -217,8 +226,10 @@ class LongVideo:
 
     # -- usage -----------------------------------------------------------------------------
 
-    def usage(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> Usage:
-        """Every request's tokens (the segments' and the integration pass's), and the video."""
+    def usage(self, pass_usage: Usage | None = None) -> Usage:
+        """Every request's tokens (the segments' and the integration pass's, if one was
+        made), and the video; noted in the request's log fields (the key's accounts)."""
+        pass_usage = pass_usage or Usage()
         tokens_per_frame = self.settings.video_tokens_per_frame
         results = [integrate.segment_result(a.segment, a.content, self.task) for a in self.answers]
         segments = [
@@ -232,8 +243,9 @@ class LongVideo:
             )
             for a, r in zip(self.answers, results)
         ]
-        prompt = prompt_tokens + sum(a.prompt_tokens for a in self.answers)
-        completion = completion_tokens + sum(a.completion_tokens for a in self.answers)
+        prompt = pass_usage.prompt_tokens + sum(a.prompt_tokens for a in self.answers)
+        completion = pass_usage.completion_tokens + sum(a.completion_tokens for a in self.answers)
+        cached = _cached_tokens(pass_usage) + sum(a.cached_tokens for a in self.answers)
         video = VideoUsage(
             frames=sum(s.frames for s in segments),
             has_audio=any(s.has_audio for s in segments),
@@ -242,15 +254,17 @@ class LongVideo:
             clip=self.length.clip,
             segments=segments,
         )
-        self.log_fields.update(prompt_tokens=prompt, completion_tokens=completion)
+        details = {"prompt_tokens_details": {"cached_tokens": cached}} if cached else {}
         usage = Usage(
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=prompt + completion,
             video=video,
+            **details,
         )
-        if self.on_usage is not None:
-            self.on_usage(usage)
+        start, end = self.length.span
+        note_usage(self.log_fields, usage.model_dump())
+        self.log_fields.update(frames=video.frames, video_seconds=round(end - start, 3))
         return usage
 
     # -- integration -----------------------------------------------------------------------
@@ -291,47 +305,47 @@ class LongVideo:
         )
         return min(asked or integrate.DECISION_MAX_TOKENS, integrate.DECISION_MAX_TOKENS)
 
-    async def _decided(self) -> tuple[str, StructuredAnswer, int, int]:
-        """chapters and grounding: (content, structured, pass prompt tokens, pass
-        completion tokens), the pass made only where there is something to decide."""
+    async def _decided(self) -> tuple[str, StructuredAnswer, Usage | None]:
+        """chapters and grounding: (content, structured, the pass's usage), the pass made
+        only where there is something to decide."""
         results = self._results()
-        prompt_tokens = completion_tokens = 0
+        used: Usage | None = None
         if self.task == "grounding":
             candidates = integrate.grounding_candidates(results)
             chosen = 0 if len(candidates) == 1 else None
             if len(candidates) > 1:
                 prompt = integrate.grounding_prompt(self.prompts, self.question, candidates)
-                data = await self._pass(prompt, self._decision_tokens())
-                text, prompt_tokens, completion_tokens = _text_and_tokens(data)
+                text, used = _text_and_usage(await self._pass(prompt, self._decision_tokens()))
                 chosen = integrate.chosen_candidate(text, candidates)
             if candidates:
                 content, structured = integrate.grounding_answer(candidates, chosen)
-                return content, structured, prompt_tokens, completion_tokens
+                return content, structured, used
         else:
             chapters = integrate.chapter_list(results)
             cuts = integrate.chapter_cuts(results, chapters)
             joined: set[int] = set()
             if cuts:
                 prompt = integrate.chapters_prompt(self.prompts, chapters, cuts)
-                data = await self._pass(prompt, self._decision_tokens())
-                text, prompt_tokens, completion_tokens = _text_and_tokens(data)
+                text, used = _text_and_usage(await self._pass(prompt, self._decision_tokens()))
                 joined = integrate.joined_cuts(text, cuts)
             if chapters:
                 content, structured = integrate.chapters_answer(chapters, cuts, joined)
-                return content, structured, prompt_tokens, completion_tokens
+                return content, structured, used
         # Nothing the task's format could read: the segments' own answers, as evidence.
         shown = integrate.evidence(results)
-        return shown, StructuredAnswer(answer=shown), prompt_tokens, completion_tokens
+        return shown, StructuredAnswer(answer=shown), used
 
     def _prompt(self) -> str:
-        return integrate.answer_prompt(self.prompts, self.task, self.question, self._results())
+        # A JSON answer's pass gets the plain template; the response format says the rest.
+        template = "none" if self.task == JSON_ANSWER else self.task
+        return integrate.answer_prompt(self.prompts, template, self.question, self._results())
 
     async def whole(self) -> dict:
         """The integrated answer as one chat completion (JSON)."""
         if self.task in ("chapters", "grounding"):
-            content, structured, prompt_tokens, completion_tokens = await self._decided()
-            usage = self.usage(prompt_tokens, completion_tokens)
-            completion = {
+            content, structured, used = await self._decided()
+            usage = self.usage(used)
+            return {
                 "id": f"chatcmpl-{secrets.token_hex(16)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
@@ -346,21 +360,18 @@ class LongVideo:
                 ],
                 "usage": usage.model_dump(mode="json", exclude_none=True),
             }
-            return completion
-        data = await self._pass(self._prompt(), None)
-        completion = _completion(data)
+        completion = _completion(await self._pass(self._prompt(), None))
         completion.model = self.name
         for choice in completion.choices:
             choice.structured = parse_answer(choice.message.content, self.task)
-        got = completion.usage or Usage()
-        completion.usage = self.usage(got.prompt_tokens, got.completion_tokens)
+        completion.usage = self.usage(completion.usage)
         return completion.model_dump(mode="json", exclude_none=True)
 
     async def streamed(self, include_usage: bool) -> AsyncIterator[bytes]:
         """The integrated answer as SSE chunks (after the segments' progress lines)."""
         if self.task in ("chapters", "grounding"):
-            content, structured, prompt_tokens, completion_tokens = await self._decided()
-            usage = self.usage(prompt_tokens, completion_tokens)
+            content, structured, used = await self._decided()
+            usage = self.usage(used)
             for chunk in stream.written_answer(
                 f"chatcmpl-{secrets.token_hex(16)}",
                 self.name,
@@ -384,15 +395,16 @@ class LongVideo:
                     break
                 chunk = _json(data)
                 if chunk is not None and chunk.get("usage") and not chunk.get("choices"):
-                    got = Usage.model_validate(chunk["usage"])
-                    usage = self.usage(got.prompt_tokens, got.completion_tokens)
+                    usage = self.usage(Usage.model_validate(chunk["usage"]))
                     if include_usage:
                         chunk["usage"] = usage.model_dump(mode="json", exclude_none=True)
                         chunk["model"] = self.name
                         yield stream.event(chunk)
                     continue
-                chunk_bytes = stream.annotate_chunk(data, texts, self.task, self.name, None)
-                yield b"data: " + chunk_bytes + b"\n\n"
+                annotated = stream.annotate_chunk(
+                    data, texts, self.task, self.name, None, body.response_format
+                )
+                yield b"data: " + annotated + b"\n\n"
         except TRANSPORT_ERRORS as e:
             raise unavailable(e) from None
         finally:
@@ -447,11 +459,17 @@ def _completion(data: Any) -> ChatCompletion:
         ) from None
 
 
-def _text_and_tokens(data: Any) -> tuple[str | None, int, int]:
+def _text_and_usage(data: Any) -> tuple[str | None, Usage | None]:
     completion = _completion(data)
     text = completion.choices[0].message.content if completion.choices else None
-    usage = completion.usage or Usage()
-    return text, usage.prompt_tokens, usage.completion_tokens
+    return text, completion.usage
+
+
+def _cached_tokens(usage: Usage) -> int:
+    """The prompt tokens the engine's prefix cache served (vLLM: prompt_tokens_details)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else 0
 
 
 __all__ = ["LongVideo", "SegmentAnswer", "check_parameters"]

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,14 +27,15 @@ from pydantic import ValidationError
 from .. import sse
 from ..errors import APIError
 from ..inflight import Admission
+from ..keys.accounting import note_usage
+from ..keys.auth import ANONYMOUS, Caller
+from ..priority import INTERACTIVE
 from ..request_log import server_timing
 from ..schemas import (
-    SAMPLING_PARAMETERS,
     ChatCompletion,
     ChatCompletionRequest,
     ContentPart,
     Message,
-    Usage,
     VideoOptions,
     VideoUsage,
 )
@@ -44,7 +45,7 @@ from ..video.jobs import VideoLength, VideoSummary
 from ..video.segments import plan_segments, segment_length
 from ..video.service import Prepared
 from . import integrate, stream
-from .answers import parse_answer
+from .answers import JSON_ANSWER, parse_answer
 from .long_video import LongVideo, check_parameters
 from .upstream_requests import Integrator, UpstreamRequests
 
@@ -56,18 +57,20 @@ log = logging.getLogger("arc.gateway")
 
 @dataclass
 class ChatCall:
-    """One chat request as the pipeline sees it: what the caller holds (`held`: released
-    once the answer is done; a streamed answer releases it when its stream ends) and what
-    it adds to every upstream request the answer makes."""
+    """One chat request as the pipeline sees it: who asks (`caller`: its files, limits,
+    cache salt and router sessions), what the caller holds (`held`: released once the
+    answer is done; a streamed answer releases it when its stream ends) and what it adds
+    to every upstream request the answer makes. The answer's usage goes to `log` (the
+    request's log fields, which the key's accounts are read from)."""
 
     request_id: str
     held: Admission
+    caller: Caller = ANONYMOUS
     log: dict = field(default_factory=dict)  # the request's log line fields
     body: ChatBody | None = None  # data URLs spooled to disk as the request arrived
-    extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. cache_salt, priority
-    headers: dict[str, str] = field(default_factory=dict)
-    session_prefix: str = ""  # before the router's session key
-    on_usage: Callable[[Usage], None] | None = None  # the answer's usage, once known
+    extra_body: dict[str, Any] = field(default_factory=dict)  # to every engine request
+    headers: dict[str, str] = field(default_factory=dict)  # to every upstream request
+    decode_priority: int = INTERACTIVE  # the decode queue's (server.priority)
 
 
 @dataclass
@@ -101,7 +104,9 @@ class ChatService:
     ) -> WholeAnswer | StreamedAnswer:
         gateway = self.gateway
         s = self.settings
+        tenancy = gateway.tenancy
         message = user_message(req)
+        req.check(s)  # a question where the task needs one, a schema within limits
         options = req.video or VideoOptions()
         parts = message.content or []
         videos = [p for p in parts if p.type != "text"]
@@ -118,16 +123,22 @@ class ChatService:
             or "segments" in options.model_fields_set
         ):
             raise APIError(400, "video.start/end/segments given without a video", "no_video")
-        template_task = options.task or (req.chat_template_kwargs and req.chat_template_kwargs.task)
-        task = template_task or "qa"
+        # Another key's file is a 404, as a missing one, before anything is decoded.
+        file_ids = [url for p in videos if (url := _part_url(p)).startswith("file-")]
+        await tenancy.check_files(call.caller, gateway.store, file_ids, options.start, options.end)
+        # How the answer is parsed into `structured` (a JSON answer is not: answers.py).
+        task = JSON_ANSWER if req.answers_in_json() else req.task()
+        engine = req.engine_options()  # response_format, priority
         requests = UpstreamRequests(
             request_id=call.request_id,
-            sampling=req.model_dump(include=set(SAMPLING_PARAMETERS), exclude_none=True),
-            task=template_task,
+            sampling=req.sampling_parameters(),
+            task=req.template_task(),
             stream_options=req.stream_options.model_dump() if req.stream_options else None,
-            extra_body=call.extra_body,
+            response_format=engine.pop("response_format", None),
+            # Tenants apart upstream: the key's cache salt, on every engine request.
+            extra_body={**engine, **tenancy.upstream_fields(call.caller), **call.extra_body},
             headers=call.headers,
-            session_prefix=call.session_prefix,
+            session_headers=lambda key: tenancy.upstream_headers(call.caller, key),
         )
         # The upstream request is rebuilt from validated fields only; the video's URL is
         # put in by upstream.Body.
@@ -142,12 +153,17 @@ class ChatService:
         if not videos:
             return await self._one_pass(req, call, requests, content, None, None, task, model)
         source = await gateway.videos.open(
-            _part_url(videos[0]), call.body, call.held.cleanup, call.log
+            _part_url(videos[0]), call.body, call.held.cleanup, call.log, call.caller.scope
         )
         clip = (options.start, options.end)
         seconds = segment_length(options.segments)
         prepared = await gateway.videos.prepare(
-            source, clip, call.held.cleanup, call.log, split_above_s=seconds
+            source,
+            clip,
+            call.held.cleanup,
+            call.log,
+            split_above_s=seconds,
+            priority=call.decode_priority,
         )
         if isinstance(prepared, VideoLength):
             assert seconds is not None
@@ -171,17 +187,20 @@ class ChatService:
                     length=prepared,
                     plan=plan,
                     log_fields=call.log,
-                    on_usage=call.on_usage,
+                    decode_priority=call.decode_priority,
                 )
                 return await self._segmented(req, call, run)
             # A tail under 10 s joined the one segment: one pass over all of it.
-            prepared = await gateway.videos.prepare(source, clip, call.held.cleanup, call.log)
+            prepared = await gateway.videos.prepare(
+                source, clip, call.held.cleanup, call.log, priority=call.decode_priority
+            )
         assert isinstance(prepared, Prepared)
         summary = prepared.summary
         call.log.update(
             frames=summary.frames,
             has_audio=summary.has_audio,
             forwarded_bytes=summary.prepared_bytes,
+            video_seconds=_video_seconds(summary),
         )
         return await self._one_pass(
             req, call, requests, content, prepared, source.file_id, task, model
@@ -215,7 +234,10 @@ class ChatService:
             file_id=file_id,
         )
         if req.stream:
-            return await self._one_pass_stream(call, body, headers, task, name, usage_extra)
+            client_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return await self._one_pass_stream(
+                call, body, headers, task, name, usage_extra, client_usage
+            )
         fields = call.log
         t0 = time.perf_counter()
         data = await self.gateway.upstream.chat(body, headers, fields)
@@ -235,10 +257,7 @@ class ChatService:
         if completion.usage is not None:
             if usage_extra is not None:
                 completion.usage.video = usage_extra
-            fields["prompt_tokens"] = completion.usage.prompt_tokens
-            fields["completion_tokens"] = completion.usage.completion_tokens
-            if call.on_usage is not None:
-                call.on_usage(completion.usage)
+            note_usage(fields, completion.usage.model_dump())
         return WholeAnswer(
             completion.model_dump(mode="json", exclude_none=True),
             {"Server-Timing": server_timing(fields)},
@@ -252,6 +271,7 @@ class ChatService:
         task: str,
         name: str,
         usage_extra: VideoUsage | None,
+        client_usage: bool,
     ) -> StreamedAnswer:
         metrics = self.metrics
         fields = call.log
@@ -283,8 +303,11 @@ class ChatService:
                         ttft = time.perf_counter() - t0
                         metrics.upstream_ttft_seconds.observe(ttft)
                         fields["upstream_ttft_s"] = round(ttft, 4)
-                    chunk = stream.annotate_chunk(data, texts, task, name, usage_extra)
-                    self._note_usage(call, chunk)
+                    if '"usage"' in data and not _usage_for_client(data, fields, client_usage):
+                        continue  # the usage chunk the gateway asked for itself
+                    chunk = stream.annotate_chunk(
+                        data, texts, task, name, usage_extra, body.response_format
+                    )
                     yield b"data: " + chunk + b"\n\n"
             except TRANSPORT_ERRORS as e:
                 error = unavailable(e)
@@ -296,15 +319,6 @@ class ChatService:
 
         headers_out = {**STREAM_HEADERS, "Server-Timing": server_timing(fields)}
         return StreamedAnswer(events(), headers_out)
-
-    @staticmethod
-    def _note_usage(call: ChatCall, chunk: bytes) -> None:
-        if call.on_usage is None or b'"usage"' not in chunk:
-            return
-        with suppress(ValueError, ValidationError):
-            data = json.loads(chunk)
-            if data.get("usage"):
-                call.on_usage(Usage.model_validate(data["usage"]))
 
     # -- a long video in segments ----------------------------------------------------------
 
@@ -368,6 +382,26 @@ class ChatService:
                 item = await queue.get()
         finally:
             await call.held.release()
+
+
+def _usage_for_client(data: str, fields: dict, client_usage: bool) -> bool:
+    """Notes a stream chunk's usage for the accounts; False for the usage-only chunk the
+    client did not ask for."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return True
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("usage"), dict):
+        return True
+    note_usage(fields, chunk["usage"])
+    return client_usage or bool(chunk.get("choices"))
+
+
+def _video_seconds(summary: VideoSummary) -> float:
+    """Seconds of video the model is asked about (the clip, or the whole video)."""
+    if summary.clip:
+        return round(float(summary.clip[1]) - float(summary.clip[0]), 3)
+    return summary.video_duration_s
 
 
 async def _finished(task: asyncio.Future) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import error_body
 from ..schemas import StructuredAnswer, Usage, VideoUsage
+from ..upstream import schema_failure
 from ..video.segments import Segment
 from .answers import parse_answer
 
@@ -45,10 +46,17 @@ def progress(segment: Segment, count: int, done: int) -> bytes:
 
 
 def annotate_chunk(
-    data: str, texts: dict[int, str], task: str, name: str, usage_extra: VideoUsage | None
+    data: str,
+    texts: dict[int, str],
+    task: str,
+    name: str,
+    usage_extra: VideoUsage | None,
+    response_format: str | None = None,
 ) -> bytes:
     """Adds the gateway's fields to a stream chunk: the model's public name, the structured
-    answer on the chunk that finishes a choice, the video usage on the usage chunk."""
+    answer on the chunk that finishes a choice, the video usage on the usage chunk. An
+    error chunk is put in the gateway's words (`response_format`: the request's type, if
+    it has one; an engine failure under a JSON schema is the schema's)."""
     try:
         chunk = json.loads(data)
     except ValueError:
@@ -58,6 +66,8 @@ def annotate_chunk(
     if "error" in chunk:
         # vLLM's own text (possibly its internals) goes to the log, not to the client.
         log.warning(json.dumps({"event": "upstream_stream_error", "detail": str(chunk)[:500]}))
+        if response_format == "json_schema":
+            return json.dumps(schema_failure().body()).encode()
         return json.dumps(
             error_body(502, "the model server failed while answering", "upstream_error")
         ).encode()

@@ -1,20 +1,22 @@
 """Every upstream request a chat request makes is built here, and only here: the one-pass
-request, each segment's, and the integration pass. So whatever is added to them later
-(vLLM's `cache_salt` per API key, a lower `priority` for batch work, headers) is added in
-one place and reaches all of them: `UpstreamRequests.extra_body` and `.headers`.
+request, each segment's, and the integration pass. So whatever is added to them (the
+caller key's `cache_salt`, a request's `priority`, a batch's headers) is added in one place
+and reaches all of them: `UpstreamRequests.extra_body` and `.headers`.
 
 The request is rebuilt from validated fields only: one user message of the client's text
 parts and the gateway's own prepared video (or, for the integration pass, the gateway's
-prompt), the allowed sampling parameters, and the chat template's task.
+prompt), the allowed sampling parameters, the response format, and the chat template's
+task.
 
-`session_key` is the router's session header (`x-arc-file-id`): questions about one stored
-file go to the engine that holds its prefix cache, and a long video's segments each have a
-key of their own (`file-abc:seg-3`), so they spread over the engines while a repeated
-question about one segment lands where its cache is.
+`session_key` names what a request is about for the router's session header: the stored
+file's id, or `file-abc:seg-3` for a segment of it, so a long video's segments spread over
+the engines while a repeated question about one segment lands where its cache is. The
+header itself is the caller's to make (`session_headers`: per key, `server.keys.tenancy`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +24,6 @@ from arc_media.prepared import PREPARED_MIME
 
 from ..upstream import Body, Upstream
 from ..video.forward import Forward
-
-SESSION_HEADER = "x-arc-file-id"
 
 # What an OpenAI-compatible integrator that is not vLLM takes of the client's sampling
 # parameters (vLLM's own ones, top_k, min_p, repetition_penalty..., would be refused).
@@ -40,13 +40,17 @@ OPENAI_SAMPLING = (
 )
 
 
-def session_key(file_id: str | None, segment: int | None = None, prefix: str = "") -> str | None:
-    """The router's session key: the stored file's id, `<id>:seg-<n>` for a segment of
-    it (0-based), behind `prefix` (per API key); None without a stored file."""
+def session_key(file_id: str | None, segment: int | None = None) -> str | None:
+    """What a request is about, for the router's session: the stored file's id, or
+    `<id>:seg-<n>` for a segment of it (0-based); None without a stored file."""
     if file_id is None:
         return None
-    key = file_id if segment is None else f"{file_id}:seg-{segment}"
-    return prefix + key
+    return file_id if segment is None else f"{file_id}:seg-{segment}"
+
+
+def file_session(key: str | None) -> dict[str, str]:
+    """The session header without keys (tools, tests): the key itself."""
+    return {"x-arc-session": key} if key else {}
 
 
 @dataclass
@@ -64,19 +68,18 @@ class UpstreamRequests:
     """The upstream requests of one chat request."""
 
     request_id: str
-    sampling: dict[str, Any]  # the validated sampling parameters the client gave
-    task: str | None  # the chat template's task the client asked for (None: its default)
-    stream_options: dict[str, Any] | None = None
-    # Added to every request sent to the engine (segments, one pass, integration there).
+    sampling: dict[str, Any]  # the validated sampling parameters
+    task: str | None  # the chat template's task (None: its default)
+    stream_options: dict[str, Any] | None = None  # as the client sent them
+    response_format: dict[str, Any] | None = None  # a JSON answer's, as vLLM takes it
+    # Added to every request sent to the engine (one pass, segments, integration there).
     extra_body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    session_prefix: str = ""
+    # The router's session header for a `session_key` (none without one).
+    session_headers: Callable[[str | None], dict[str, str]] = file_session
 
     def _headers(self, session: str | None) -> dict[str, str]:
-        headers = {"X-Request-Id": self.request_id, **self.headers}
-        if session is not None:
-            headers[SESSION_HEADER] = session
-        return headers
+        return {"X-Request-Id": self.request_id, **self.headers, **self.session_headers(session)}
 
     def video(
         self,
@@ -87,28 +90,28 @@ class UpstreamRequests:
         stream: bool,
         file_id: str | None = None,
         segment: int | None = None,
-        overrides: dict[str, Any] | None = None,
     ) -> tuple[Body, dict[str, str]]:
         """A request about the video (the whole of it, a clip, or a segment): `parts` are
         the user message's parts in order, the video as `{"type": "video_url"}` (its URL is
         put in by `upstream.Body`: the data URL written as the request goes out, or the
-        forwarded file's file:// URL). `overrides` replace sampling parameters (a
-        segment is always asked for one choice)."""
-        payload: dict[str, Any] = {**self.sampling, **(overrides or {})}
+        forwarded file's file:// URL)."""
+        payload: dict[str, Any] = dict(self.sampling)
+        if self.response_format is not None:
+            payload["response_format"] = self.response_format
         payload["messages"] = [{"role": "user", "content": parts}]
         payload["model"] = model
         payload["stream"] = stream
-        if self.stream_options is not None and (stream or segment is None):
-            # As the client sent it (vLLM refuses it without a stream); a segment asks
-            # for a whole answer.
+        if self.stream_options is not None and segment is None:
             payload["stream_options"] = self.stream_options
+        if stream:
+            # The usage chunk, always: the accounts need it (the client gets it if it asked).
+            payload["stream_options"] = {"include_usage": True}
         if self.task:
             payload["chat_template_kwargs"] = {"task": self.task}
         payload.update(self.extra_body)
         video = forward.upstream if forward is not None else None
         body = Body(payload, video, forward.size if forward else 0, PREPARED_MIME)
-        key = session_key(file_id, segment, self.session_prefix)
-        return body, self._headers(key)
+        return body, self._headers(session_key(file_id, segment))
 
     def integration(
         self,
@@ -130,6 +133,9 @@ class UpstreamRequests:
         if max_tokens is not None:
             payload.pop("max_completion_tokens", None)
             payload["max_tokens"] = max_tokens
+        if self.response_format is not None and max_tokens is None:
+            # the answer's own format (a decision pass, bounded, answers a number)
+            payload["response_format"] = self.response_format
         payload["messages"] = [{"role": "user", "content": prompt}]
         payload["model"] = integrator.model or model
         payload["stream"] = stream
@@ -141,4 +147,4 @@ class UpstreamRequests:
         return Body(payload, None, 0, PREPARED_MIME), self._headers(None)
 
 
-__all__ = ["SESSION_HEADER", "Integrator", "UpstreamRequests", "session_key"]
+__all__ = ["Integrator", "UpstreamRequests", "file_session", "session_key"]

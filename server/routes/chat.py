@@ -1,9 +1,9 @@
 """`/v1/chat/completions`: the HTTP shell around the chat service (`server.chat.service`).
 
-It reads the body (data URLs to disk as they arrive), validates it into the closed request
-model, admits the request (the in-flight count), and hands both to the chat service, which
-answers whole or as SSE. A client that goes away cancels the answer (its decode jobs and
-upstream requests with it). Everything the request holds is an `Admission`
+It admits the request (the in-flight count, the key's limits), reads the body (data URLs
+to disk as they arrive), validates it into the closed request model, and hands both to
+the chat service, which answers whole or as SSE. A client that goes away cancels the
+answer (its decode jobs and upstream requests with it). Everything the request holds is an `Admission`
 (`server.inflight`), released once when the answer is done: by this route for a whole
 answer, by the stream for a streamed one.
 """
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ..chat.service import ChatCall, StreamedAnswer
 from ..errors import APIError, invalid_request
 from ..inflight import Admission
+from ..keys.auth import CallerDep
 from ..schemas import ChatCompletionRequest
 from ..state import GatewayDep
 from ..uploads import MAX_JSON_BYTES, ChatBody, read_chat_body
@@ -40,11 +41,13 @@ router = APIRouter()
         }
     },
 )
-async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
+async def chat_completions(request: Request, gateway: GatewayDep, caller: CallerDep) -> Response:
     # Spooled data URLs, temporary files, pins on stored files and the in-flight count:
     # released when the answer is done (by the stream for a streamed answer).
     s = gateway.settings
     async with gateway.inflight.admit() as held:
+        # The key's limits (429) before the body is read; its usage recorded on release.
+        await gateway.tenancy.admit(caller, request, held.cleanup)
         fields = request.state.log
         # Data URLs go to disk as they arrive; the rest of the JSON has a small cap.
         body = ChatBody(gateway.store.incoming_path, s.max_upload_bytes, MAX_JSON_BYTES)
@@ -57,7 +60,9 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
         except ValidationError as e:
             raise invalid_request(e.errors()) from None
         del raw
-        call = ChatCall(request_id=request.state.request_id, held=held, log=fields, body=body)
+        call = ChatCall(
+            request_id=request.state.request_id, held=held, caller=caller, log=fields, body=body
+        )
         answer = await _unless_disconnected(request, gateway.chat.answer(req, call))
         if isinstance(answer, StreamedAnswer):
             return _ReleasingStream(

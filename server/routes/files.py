@@ -1,15 +1,21 @@
-"""`/v1/files`: upload (prepared once, kept with a TTL and a disk budget), list, get, delete."""
+"""`/v1/files`: upload (prepared once, kept with a TTL and a disk budget), list, get, delete.
+
+Each file is the uploading key's: another key gets 404 for it, as for a missing id; an
+admin key sees every key's files."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import ExitStack
 
 from fastapi import APIRouter, Request, Response
 
 from ..files import StoredFile
+from ..keys.auth import Caller, CallerDep
 from ..request_log import server_timing
 from ..schemas import FileDeleted, FileList, FileObject
-from ..state import GatewayDep
+from ..state import Gateway, GatewayDep
 from ..uploads import receive_upload
 
 router = APIRouter()
@@ -33,9 +39,20 @@ def _file_object(stored: StoredFile) -> FileObject:
 
 
 @router.post("/v1/files", response_model=FileObject)
-async def upload_file(request: Request, response: Response, gateway: GatewayDep) -> FileObject:
+async def upload_file(
+    request: Request, response: Response, gateway: GatewayDep, caller: CallerDep
+) -> FileObject:
     """The upload streamed to disk (its cap enforced as bytes arrive), then checked and
     kept by the video service: prepared now up to five minutes, measured only beyond."""
+    with ExitStack() as held:
+        # The key's rate and concurrency limits (429) before a byte is read.
+        await gateway.tenancy.admit(caller, request, held, upload=True)
+        return await _upload(request, response, gateway, caller)
+
+
+async def _upload(
+    request: Request, response: Response, gateway: Gateway, caller: Caller
+) -> FileObject:
     s = gateway.settings
     dest = gateway.store.incoming_path()
     fields = request.state.log
@@ -50,7 +67,13 @@ async def upload_file(request: Request, response: Response, gateway: GatewayDep)
         )
         fields["receive_s"] = round(time.perf_counter() - t0, 4)
         stored = await gateway.videos.store_upload(
-            dest, upload.filename, upload.purpose, upload.size, fields
+            dest,
+            upload.filename,
+            upload.purpose,
+            upload.size,
+            fields,
+            owner=caller.key_id,
+            quota_bytes=caller.limits.storage_bytes,
         )
     finally:
         dest.unlink(missing_ok=True)
@@ -59,17 +82,19 @@ async def upload_file(request: Request, response: Response, gateway: GatewayDep)
 
 
 @router.get("/v1/files", response_model=FileList)
-async def list_files(gateway: GatewayDep) -> FileList:
-    return FileList(data=[_file_object(f) for f in gateway.store.list()])
+async def list_files(gateway: GatewayDep, caller: CallerDep) -> FileList:
+    files = await asyncio.to_thread(gateway.store.list, caller.scope)
+    return FileList(data=[_file_object(f) for f in files])
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject)
-async def get_file(file_id: str, gateway: GatewayDep) -> FileObject:
-    return _file_object(gateway.store.get(file_id))
+async def get_file(file_id: str, gateway: GatewayDep, caller: CallerDep) -> FileObject:
+    return _file_object(await asyncio.to_thread(gateway.store.get, file_id, caller.scope))
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, gateway: GatewayDep) -> FileDeleted:
-    gateway.store.get(file_id)  # 404 when unknown
-    gateway.store.delete(file_id)
+async def delete_file(file_id: str, gateway: GatewayDep, caller: CallerDep) -> FileDeleted:
+    store = gateway.store
+    await asyncio.to_thread(store.get, file_id, caller.scope)  # 404 when unknown or another's
+    await asyncio.to_thread(store.delete, file_id, caller.scope)
     return FileDeleted(id=file_id)

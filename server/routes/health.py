@@ -1,4 +1,5 @@
-"""`/health`, `/ready`, `/metrics` and `/v1/models`."""
+"""`/health`, `/ready`, `/metrics` (open: probes and Prometheus carry no key) and
+`/v1/models` (a key, as every /v1 route)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import APIError, error_body
+from ..keys.auth import CallerDep
 from ..schemas import ModelCard, ModelList
 from ..state import GatewayDep
 
@@ -38,13 +40,13 @@ async def metrics_endpoint(gateway: GatewayDep) -> Response:
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def models(gateway: GatewayDep) -> ModelList:
+async def models(gateway: GatewayDep, _: CallerDep) -> ModelList:
     # The one model, by its public name (vLLM's card holds the checkpoint's path).
     return ModelList(data=[ModelCard(id=await gateway.model_name())])
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelCard)
-async def model_card(model_id: str, gateway: GatewayDep) -> ModelCard:
+async def model_card(model_id: str, gateway: GatewayDep, _: CallerDep) -> ModelCard:
     name = await gateway.model_name()
     if model_id != name:
         raise APIError(

@@ -18,6 +18,7 @@ forwarded files) is released when the caller's cleanup stack closes. Uploads
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -27,8 +28,9 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import APIError
-from ..files import FileStore, StoredFile
+from ..files import ANONYMOUS, FileStore, StoredFile
 from ..metrics import Metrics
+from ..priority import INTERACTIVE
 from ..uploads import ChatBody, decode_data_url
 from . import safe_fetch
 from .forward import Forward, Forwarder
@@ -84,14 +86,19 @@ class VideoService:
     # -- sources ---------------------------------------------------------------------------
 
     async def open(
-        self, url: str, body: ChatBody | None, cleanup: ExitStack, log_fields: dict
+        self,
+        url: str,
+        body: ChatBody | None,
+        cleanup: ExitStack,
+        log_fields: dict,
+        scope: str | None = None,
     ) -> VideoSource:
         """The video a chat request names, on disk until `cleanup` closes: a stored file
-        (pinned), a data URL (spooled to disk as the request arrived), or an https URL
-        (fetched safely)."""
+        of `scope`'s (its owner's key; None: any) pinned, a data URL (spooled to disk as
+        the request arrived), or an https URL (fetched safely)."""
         log_fields["forward_mode"] = self.settings.forward_mode
         if url.startswith("file-"):
-            stored = cleanup.enter_context(self.store.using(url))
+            stored = cleanup.enter_context(self.store.using(url, scope))
             log_fields["video_source"] = "file"
             return VideoSource("file", self.store.source_path(stored.id), stored.bytes, stored)
         spooled = body.files.get(url) if body is not None else None
@@ -148,24 +155,28 @@ class VideoService:
         *,
         split_above_s: float | None = None,
         admit: bool = True,
+        priority: int = INTERACTIVE,
     ) -> Prepared | VideoLength:
         """The clip (`(None, None)`: the whole video) prepared and ready to go upstream;
         or, when `split_above_s` is given and the clip is longer, its length (nothing is
         decoded). What it holds is released when `cleanup` closes. `admit=False`: a later
-        segment of an admitted request (never refused by the decode queue's limit)."""
+        segment of an admitted request (never refused by the decode queue's limit).
+        `priority`: its place in the decode queue (server.priority)."""
         if source.stored is not None:
             if split_above_s is not None:
                 length = self.stored_length(source.stored, clip)
                 start, end = length.span
                 if end - start > split_above_s:
                     return length
-            return await self._prepare_stored(source.stored, clip, cleanup, log_fields, admit)
+            return await self._prepare_stored(
+                source.stored, clip, cleanup, log_fields, admit, priority
+            )
         start, end = clip
 
         async def prepare_into(folder: Path) -> tuple[Path, VideoSummary]:
             out = folder / f"{secrets.token_hex(16)}.arcz"
             job = self.workers.job(source.path, out, start, end, split_above_s)
-            result = await self.workers.run(job, admit=admit)
+            result = await self.workers.run(job, admit=admit, priority=priority)
             if isinstance(result, VideoLength):
                 raise _Longer(result)
             return out, result
@@ -179,7 +190,13 @@ class VideoService:
         return Prepared(forward, summary)
 
     async def _prepare_stored(
-        self, stored: StoredFile, clip: Clip, cleanup: ExitStack, log_fields: dict, admit: bool
+        self,
+        stored: StoredFile,
+        clip: Clip,
+        cleanup: ExitStack,
+        log_fields: dict,
+        admit: bool,
+        priority: int,
     ) -> Prepared:
         hit = await self.forwarder.stored(stored.id, clip, cleanup, log_fields)
         if hit is not None:
@@ -190,7 +207,7 @@ class VideoService:
         start, end = clip
         out = self.forwarder.work_dir / f"{secrets.token_hex(16)}.arcz"
         job = self.workers.job(self.store.source_path(stored.id), out, start, end)
-        summary = await self.workers.run(job, admit=admit)
+        summary = await self.workers.run(job, admit=admit, priority=priority)
         assert isinstance(summary, VideoSummary)
         try:
             self.store.keep_prepared(stored.id, start, end, out, summary.as_dict())
@@ -237,12 +254,19 @@ class VideoService:
     # -- uploads ---------------------------------------------------------------------------
 
     async def store_upload(
-        self, path: Path, filename: str, purpose: str, size: int, log_fields: dict
+        self,
+        path: Path,
+        filename: str,
+        purpose: str,
+        size: int,
+        log_fields: dict,
+        owner: str = ANONYMOUS,
+        quota_bytes: int | None = None,
     ) -> StoredFile:
         """`POST /v1/files`: the upload at `path` (moved into the store) checked by a decode
-        worker and kept. A video up to five minutes is prepared now (its questions decode
-        nothing); a longer one is measured only: its segments are prepared by its first
-        question and kept like any clip cache."""
+        worker and kept for `owner` (within its `quota_bytes`). A video up to five minutes
+        is prepared now (its questions decode nothing); a longer one is measured only: its
+        segments are prepared by its first question and kept like any clip cache."""
         store = self.store
         self.metrics.upload_bytes.inc(size)
         log_fields["bytes_in"] = size
@@ -255,6 +279,8 @@ class VideoService:
                 f"budget ({store.budget_bytes / 2**20:g} MiB)",
                 "file_exceeds_storage",
             )
+        # The owner's storage quota, before decoding it.
+        await asyncio.to_thread(store.check_quota, owner, quota_bytes, size)
         out = self.forwarder.work_dir / f"{secrets.token_hex(16)}.arcz"
         job = self.workers.job(path, out, split_above_s=AUTO_SEGMENT_S)
         result = await self.workers.run(job)
@@ -268,9 +294,12 @@ class VideoService:
                     "duration": None,
                     "segments": len(plan_segments(start, end, AUTO_SEGMENT_S)),
                 }
-                stored = store.add(path, filename, purpose, size, None, video)
+                container = None
             else:
-                stored = store.add(path, filename, purpose, size, out, result.as_dict())
+                video, container = result.as_dict(), out
+            stored = await asyncio.to_thread(
+                store.add, path, filename, purpose, size, container, video, None, owner, quota_bytes
+            )
             log_fields["store_s"] = round(time.perf_counter() - t_store, 4)
         finally:
             out.unlink(missing_ok=True)

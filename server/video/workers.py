@@ -35,7 +35,9 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import APIError
+from ..keys.limits import duration_limit
 from ..metrics import Metrics
+from ..priority import INTERACTIVE, PriorityHandout
 from .jobs import JobResult, PrepareJob, VideoLength, run_job
 
 log = logging.getLogger("arc.gateway")
@@ -169,7 +171,9 @@ class DecodeWorkers:
         # The forward form: raw where the engine reads the gateway's files (shared mode).
         self.encoding = "raw" if settings.shared_forward else "jpeg-flac"
         self.pending = 0
-        self.idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        # Idle workers go to the waiting job with the lowest priority number (interactive
+        # before batch), first come first served within one.
+        self.idle: PriorityHandout[_Worker] = PriorityHandout()
         self.workers: set[_Worker] = set()
         # One thread per worker waiting on its pipe, and room for killed workers' threads.
         self.threads = ThreadPoolExecutor(2 * settings.decode_workers + 2, "arc-decode-pipe")
@@ -189,7 +193,7 @@ class DecodeWorkers:
             out=str(out),
             start=start,
             end=end,
-            max_duration_s=s.max_duration_s,
+            max_duration_s=min(s.max_duration_s, duration_limit.get()),  # a key may allow less
             max_pixels=s.max_pixels,
             timeout_s=s.decode_timeout_s,
             font=s.font,
@@ -228,14 +232,14 @@ class DecodeWorkers:
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
 
-    async def _on_a_worker(self, job: PrepareJob) -> JobResult:
+    async def _on_a_worker(self, job: PrepareJob, priority: int) -> JobResult:
         """One job on an idle worker; a worker that dies gets one retry in a fresh one.
         A failed job leaves no container behind."""
         out = Path(job.out)
         # A margin over the ffmpeg limit, which normally fires first.
         timeout_s = self.settings.decode_timeout_s + 30
         for attempt in (1, 2):
-            worker = await self.idle.get()
+            worker = await self.idle.get(priority)
             try:
                 result = await worker.run(self.run_in_worker, job, timeout_s)
             except WorkerDied as e:
@@ -258,12 +262,16 @@ class DecodeWorkers:
             return result
         raise AssertionError("unreachable")
 
-    async def run(self, job: PrepareJob, *, admit: bool = True) -> JobResult:
+    async def run(
+        self, job: PrepareJob, *, admit: bool = True, priority: int = INTERACTIVE
+    ) -> JobResult:
         """Runs `job` in a worker: a `VideoSummary` with the container in `job.out` (the
         caller's to move or remove; never held whole in the gateway's memory), or a
         `VideoLength`. Errors are the gateway's answers (APIError). `admit=False` skips
         the queue's limit: a long video's later segments, whose request was admitted with
-        its first (the request's own window bounds them)."""
+        its first (the request's own window bounds them). A job waits for a worker behind
+        the jobs of a lower `priority` number (server.priority: batch decodes wait behind
+        interactive ones)."""
         from arc_media.limits import FontError, MediaError, MediaTimeoutError
 
         if admit and self.pending >= self.capacity:
@@ -279,7 +287,7 @@ class DecodeWorkers:
         path = Path(job.path)
         submitted_at = time.time()
         try:
-            result = await self._on_a_worker(job)
+            result = await self._on_a_worker(job, priority)
         except MediaTimeoutError as e:
             message = f"the video could not be prepared in time: {_no_path(e, path)}"
             raise APIError(422, message, "video_timeout") from None

@@ -158,6 +158,11 @@ def test_cpu_stack_commands_answer_through_the_gateway(
             ARC_GATEWAY_DECODE_WORKERS="1",  # this machine has 2 cores
             ARC_GATEWAY_FORWARD_DIR=str(forward),
         )
+        # The compose secret arc_admin_key, mounted where the service's environment says.
+        assert gateway_env["ARC_GATEWAY_ADMIN_KEY_FILE"] == "/run/secrets/arc_admin_key"
+        admin_key = "sk-arc-admin-" + "k" * 32
+        (tmp_path / "admin_key").write_text(admin_key + "\n")
+        gateway_env["ARC_GATEWAY_ADMIN_KEY_FILE"] = str(tmp_path / "admin_key")
         gateway_log = tmp_path / "gateway.log"
         gateway = subprocess.Popen(
             [str(gateway_bin / entrypoint("gateway.Dockerfile"))],
@@ -171,7 +176,8 @@ def test_cpu_stack_commands_answer_through_the_gateway(
 
         from openai import OpenAI
 
-        client = OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=300)
+        assert httpx.get(base + "/v1/models").status_code == 401  # keys are on
+        client = OpenAI(base_url=base + "/v1", api_key=admin_key, max_retries=0, timeout=300)
         video = client.files.create(
             file=(media_dir / "w33698kgs05.mp4").open("rb"), purpose="user_data"
         )

@@ -322,6 +322,12 @@ def test_gateway_installs_without_vllm_or_torch_and_prepares_an_upload(
         assert stored["status"] == "processed"
         assert stored["video"]["frames"] == 3 and stored["video"]["has_audio"] is True
         assert httpx.get(f"{base}/v1/files/{stored['id']}").json()["id"] == stored["id"]
+        # The playground page's files are package data: the installed gateway serves each.
+        static = REPO / "server" / "playground" / "static"
+        for page_file in sorted(static.iterdir()):
+            served = httpx.get(f"{base}/playground/{page_file.name}")
+            assert served.status_code == 200, page_file.name
+            assert served.content == page_file.read_bytes(), page_file.name
 
         # The prepared container on disk decodes, in the gateway's own environment.
         (container,) = files_dir.rglob("*.arcz")

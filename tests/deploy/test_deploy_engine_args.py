@@ -114,3 +114,16 @@ def test_cpu_engines(compose_services: dict) -> None:
         assert namespace.port == 8000 and namespace.host == "0.0.0.0", where
     _, engine = parse(compose_services["vllm-cpu"]["command"])
     assert_behind_the_gateway(engine, "/data/forward")
+
+
+def test_engines_schedule_by_priority(compose_services: dict) -> None:
+    """Every deployed engine orders waiting requests by their `priority` (interactive 0
+    before the gateway's batch work); the images' own CMDs get it from arc-serve's defaults
+    (tests/plugin/test_serve.py)."""
+    for where, args in (
+        ("compose vllm", compose_services["vllm"]["command"]),
+        ("compose vllm-cpu", compose_services["vllm-cpu"]["command"]),
+        ("k8s arc-engine", k8s_engine_args()),
+    ):
+        _, engine = parse(args)
+        assert engine.scheduling_policy == "priority", where

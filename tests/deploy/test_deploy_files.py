@@ -671,7 +671,9 @@ def test_env_example_documents_every_compose_variable(env_defaults):
 
 def test_compose_services_and_profiles(compose):
     services = compose["services"]
-    assert set(services) == {"vllm", "gateway", "vllm-cpu", "gateway-cpu", "prometheus", "grafana"}
+    assert set(services) == {
+        "vllm", "gateway", "vllm-cpu", "gateway-cpu", "prometheus", "grafana", "postgres"
+    }  # fmt: skip
     # `docker compose up` = the GPU stack: its services carry no profile.
     assert "profiles" not in services["vllm"] and "profiles" not in services["gateway"]
     assert services["vllm-cpu"]["profiles"] == ["cpu"]
@@ -728,6 +730,22 @@ def test_compose_gpu_engine(compose):
     assert all(str(p).startswith("127.0.0.1:") for p in vllm.get("ports", []))
 
 
+def test_readme_says_what_the_engines_read(compose, k8s):
+    """deploy/README.md's engine summary is what the commands do: the gateway's data: URLs
+    everywhere, file:// URLs from the forward folder in compose (shared forward mode), no
+    local file in Kubernetes, no http(s) URL anywhere."""
+    readme = (DEPLOY / "README.md").read_text()
+    summary = readme[readme.index("- **engine**") : readme.index("- **gateway**")]
+    for service in ("vllm", "vllm-cpu"):
+        command = [str(part) for part in compose["services"][service]["command"]]
+        assert flag_value(command, "--allowed-local-media-path") == FORWARD_DIR, service
+    args = [str(a) for a in container(k8s[("Deployment", "arc-engine")])["args"]]
+    assert flag_value(args, "--allowed-local-media-path") is None
+    for said in ("`data:` URLs", "`file://` URLs", FORWARD_DIR, "Kubernetes reads no local file"):
+        assert said in summary, said
+    assert "URLs only" not in readme.replace("\n", " ").replace("  ", " ")
+
+
 def assert_reads_the_forward_volume(compose: dict, engine: str) -> None:
     """Shared forward mode: the engine mounts, read-only, the volume the gateway writes,
     at the path the gateway writes it (the same file:// URLs on both sides)."""
@@ -759,7 +777,10 @@ def assert_reads_the_forward_volume(compose: dict, engine: str) -> None:
 def test_compose_gateway(compose):
     services = compose["services"]
     gateway = services["gateway"]
-    assert gateway["depends_on"] == {"vllm": {"condition": "service_healthy"}}
+    assert gateway["depends_on"] == {
+        "vllm": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy", "required": False},
+    }
     env = environment(gateway)
     assert env["ARC_GATEWAY_UPSTREAM_URL"] == "http://vllm:8000"
     assert env["ARC_GATEWAY_HOST"] == "0.0.0.0"
@@ -808,7 +829,10 @@ def test_compose_cpu_profile(compose):
     assert "deploy" not in engine and "ipc" not in engine, "no GPU reservation on CPU"
     assert seconds(engine["healthcheck"]["start_period"]) > 0
     gateway = services["gateway-cpu"]
-    assert gateway["depends_on"] == {"vllm-cpu": {"condition": "service_healthy"}}
+    assert gateway["depends_on"] == {
+        "vllm-cpu": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy", "required": False},
+    }
     assert environment(gateway)["ARC_GATEWAY_UPSTREAM_URL"] == "http://vllm-cpu:8000"
     # Same gateway settings otherwise.
     gpu_env = environment(services["gateway"])
@@ -995,7 +1019,7 @@ def test_k8s_router(k8s):
     assert flag_value(args, "--routing-logic") in ROUTER_ROUTING_LOGIC
     assert flag_value(args, "--service-discovery") == "k8s"
     assert flag_value(args, "--routing-logic") == "session"
-    assert flag_value(args, "--session-key") == "x-arc-file-id"
+    assert flag_value(args, "--session-key") == "x-arc-session"  # per key and file
     selector = dict(
         item.split("=", 1) for item in flag_value(args, "--k8s-label-selector").split(",")
     )
@@ -1062,7 +1086,7 @@ def test_k8s_gateway(k8s):
 
 
 def test_k8s_services_select_pods_and_ports_exist(k8s):
-    deployments = [o for (kind, _), o in k8s.items() if kind == "Deployment"]
+    deployments = [o for (kind, _), o in k8s.items() if kind in ("Deployment", "StatefulSet")]
     for (kind, name), service in k8s.items():
         if kind != "Service":
             continue
@@ -1071,7 +1095,7 @@ def test_k8s_services_select_pods_and_ports_exist(k8s):
             for d in deployments
             if matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
         ]
-        assert len(targets) == 1, f"Service {name} selects {len(targets)} deployments"
+        assert len(targets) == 1, f"Service {name} selects {len(targets)} workloads"
         port_names = {
             p.get("name")
             for c in targets[0]["spec"]["template"]["spec"]["containers"]
@@ -1111,3 +1135,50 @@ def test_kustomize_builds():
     )
     assert engine["spec"]["replicas"] >= 1
     assert "replicas" not in gateway["spec"], "the HPA owns the gateway's scale"
+
+
+def test_compose_keys_and_postgres(compose):
+    """The admin key comes from a secret file; the database is SQLite in the files volume
+    unless ARC_GATEWAY_DATABASE_URL names the `postgres` service (profile postgres: the
+    official image, a volume, a healthcheck, not published, a password it must be given)."""
+    services = compose["services"]
+    for name in ("gateway", "gateway-cpu"):
+        gateway = services[name]
+        assert gateway["secrets"] == ["arc_admin_key"]
+        env = environment(gateway)
+        assert env["ARC_GATEWAY_ADMIN_KEY_FILE"] == "/run/secrets/arc_admin_key"
+        assert env.get("ARC_GATEWAY_DATABASE_URL", "") == ""  # SQLite by default
+    assert compose["secrets"]["arc_admin_key"]["file"] == "./secrets/admin_key"
+    postgres = services["postgres"]
+    assert postgres["profiles"] == ["postgres"]
+    assert re.fullmatch(r"postgres:\d+\.\d+-\w+", postgres["image"])
+    assert "ports" not in postgres
+    assert (
+        postgres["volumes"] == ["pgdata:/var/lib/postgresql/data"]
+        and "pgdata" in compose["volumes"]
+    )
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    env = environment(postgres)
+    assert env["POSTGRES_PASSWORD"] == ""  # no default password: the image refuses to start
+    assert env["POSTGRES_USER"] == "arc" and env["POSTGRES_DB"] == "arc"
+
+
+def test_kubernetes_database_and_secrets(k8s):
+    """The gateway replicas share a PostgreSQL StatefulSet (the official image, its own
+    volume) and take the admin key and the database URL from a Secret, never a file here."""
+    postgres = k8s[("StatefulSet", "arc-postgres")]["spec"]
+    container = postgres["template"]["spec"]["containers"][0]
+    assert re.fullmatch(r"postgres:\d+\.\d+-\w+", container["image"])
+    assert postgres["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert "pg_isready" in container["readinessProbe"]["exec"]["command"]
+    password = {e["name"]: e for e in container["env"]}["POSTGRES_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "arc-postgres", "key": "password"}
+    assert k8s[("Service", "arc-postgres")]["spec"]["ports"][0]["port"] == 5432
+    gateway = k8s[("Deployment", "arc-gateway")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gateway["env"]}
+    for name, key in (
+        ("ARC_GATEWAY_ADMIN_KEY", "admin-key"),
+        ("ARC_GATEWAY_DATABASE_URL", "database-url"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "arc-gateway-secrets", "key": key}
+    assert not any(kind == "Secret" for kind, _ in k8s)

@@ -282,7 +282,9 @@ def test_task_presets_and_structured_answer(gateway: str, engine, videos: Path) 
             max_tokens=2,
             extra_body={"video": {"task": task}, "return_token_ids": True},
         )
-        assert "structured" in reply.choices[0].model_extra
+        # Every key, null where the answer has no such part.
+        structured = reply.choices[0].model_extra["structured"]
+        assert list(structured) == ["thinking", "answer", "segments"], structured
         expected = "\n" + question if task == "none" else user_text(question, task)
         tail = tokenizer.encode(expected + "<sep>", add_special_tokens=False)
         assert reply.prompt_token_ids[-len(tail) :] == tail, task

@@ -3,16 +3,14 @@ one that refuses the request (a 4xx in the gateway's words), none at all (503)."
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, free_port, gateway_on_stand_in, start_gateway, stop
 
 
 class _FakeUpstream(FakeUpstream):
@@ -32,20 +30,10 @@ class _FakeUpstream(FakeUpstream):
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeUpstream)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
     folder = tmp_path_factory.mktemp("faults")
-    port = free_port()
-    proc = start_gateway(
-        f"http://127.0.0.1:{fake.server_address[1]}",
-        port,
-        folder / "files",
-        folder / "gateway.log",
-        ["--upstream-timeout-s", "1", "--decode-workers", "1"],
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-    fake.shutdown()
+    extra = ["--upstream-timeout-s", "1", "--decode-workers", "1"]
+    with gateway_on_stand_in(_FakeUpstream, folder, extra) as base:
+        yield base
 
 
 def chat(base: str, text: str) -> httpx.Response:

@@ -122,6 +122,10 @@ def data_url(path: Path, mime: str = "video/mp4") -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+# The text part of a question (qa, the default task, needs one).
+QUESTION = {"type": "text", "text": "What is it?"}
+
+
 def video_part(url: str) -> dict:
     return {"type": "video_url", "video_url": {"url": url}}
 
@@ -263,6 +267,25 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
     assert {c["model"] for c in chunks} == {PUBLIC_NAME}
 
 
+def test_response_format_and_priority_reach_vllm_as_sent(gateway: str, clip: Path) -> None:
+    """A JSON answer's format and a lowered priority go upstream as sent, with the bare
+    question (task none); a text answer at interactive priority sends neither."""
+    content = [video_part(data_url(clip)), QUESTION]
+    before = len(_Relay.seen)
+    json_object = {"type": "json_object"}
+    reply = chat(gateway, content, max_tokens=8, response_format=json_object, priority=5)
+    assert reply.status_code == 200, reply.text
+    sent = _Relay.seen[before]
+    assert sent["response_format"] == json_object and sent["priority"] == 5
+    assert sent["chat_template_kwargs"] == {"task": "none"}
+    before = len(_Relay.seen)
+    reply = chat(gateway, content, max_tokens=1, response_format={"type": "text"}, priority=0)
+    assert reply.status_code == 200, reply.text
+    sent = _Relay.seen[before]
+    assert "response_format" not in sent and "priority" not in sent
+    assert "chat_template_kwargs" not in sent  # the template's own default: qa
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -272,7 +295,6 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
         ("truncate_prompt_tokens", 10),
         ("tools", [{"type": "function", "function": {"name": "f"}}]),
         ("tool_choice", "auto"),
-        ("response_format", {"type": "json_object"}),
         ("structured_outputs", {"regex": "a+"}),
         ("guided_regex", "a+"),
         ("logit_bias", {"1": 5}),
@@ -285,7 +307,6 @@ def test_every_allowed_sampling_parameter_reaches_vllm(gateway: str, clip: Path)
         ("documents", [{"text": "x"}]),
         ("add_special_tokens", True),
         ("use_beam_search", True),
-        ("priority", 10),
         ("request_id", "x"),
         ("cache_salt", "x"),
         ("kv_transfer_params", {}),
@@ -317,6 +338,8 @@ def test_other_parameters_are_refused_by_name(gateway: str, name: str, value: ob
         ({"stop": ["x"] * 20}, "stop"),
         ({"chat_template_kwargs": {"task": "jailbreak"}}, "chat_template_kwargs.task"),
         ({"video": {"start": 5, "end": 1}}, "video"),
+        ({"priority": -1}, "priority"),
+        ({"response_format": {"type": "regex"}}, "response_format.type"),
     ],
 )
 def test_out_of_range_values_are_refused_by_the_gateway(
@@ -363,6 +386,81 @@ def test_engine_refusals_stay_4xx_in_the_gateways_words(gateway: str, engine, cl
     assert_engine_alive(engine)
 
 
+def test_engine_refusals_name_the_parameter_and_the_limit(gateway: str, clip: Path) -> None:
+    content = [video_part(data_url(clip)), QUESTION]
+    for name in ("max_tokens", "max_completion_tokens"):
+        reply = chat(gateway, content, **{name: 100_000})
+        error = assert_error(reply, 400, "context_length_exceeded")
+        assert error["param"] == name and "100000" in error["message"], error
+        assert "20480 tokens (max_model_len)" in error["message"], error
+    long_text = [{"type": "text", "text": "hello world " * 20000}]
+    error = assert_error(chat(gateway, long_text, max_tokens=1), 400, "context_length_exceeded")
+    assert error["param"] == "messages" and "20480 tokens" in error["message"], error
+    assert "prompt" in error["message"], error
+    # vLLM's own one-line reason, with the limit it applies.
+    error = assert_error(
+        chat(gateway, content, max_tokens=2, min_tokens=5), 400, "upstream_rejected"
+    )
+    assert error["param"] == "min_tokens" and "max_tokens=2" in error["message"], error
+
+
+def test_answers_are_greedy_unless_the_request_sets_a_temperature(gateway: str, clip: Path) -> None:
+    """The same request twice gives the same tokens: the gateway sends temperature 0 when the
+    request sets none (greedy in front of any vLLM), and passes a temperature on."""
+    content = [video_part(data_url(clip)), QUESTION]
+
+    def token_ids(**extra: object) -> list[int]:
+        reply = chat(
+            gateway, content, max_tokens=6, ignore_eos=True, return_token_ids=True, **extra
+        )
+        assert reply.status_code == 200, reply.text
+        return reply.json()["choices"][0]["token_ids"]
+
+    before = len(_Relay.seen)
+    first, second = token_ids(), token_ids()
+    assert first == second and len(first) == 6
+    assert [sent["temperature"] for sent in _Relay.seen[before:]] == [0.0, 0.0]
+    before = len(_Relay.seen)
+    assert token_ids(temperature=1.0, seed=1) != token_ids(temperature=1.0, seed=2)
+    assert [sent["temperature"] for sent in _Relay.seen[before:]] == [1.0, 1.0]
+    # Several answers need a temperature (greedy ones would all be the same).
+    before = len(_Relay.seen)
+    error = assert_error(chat(gateway, content, max_tokens=2, n=2), 400, "invalid_request")
+    assert error["param"] == "n" and "temperature" in error["message"], error
+    assert not error["message"].startswith("n: Value error"), error
+    assert len(_Relay.seen) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "extra"),
+    [
+        (None, {}),
+        ("   ", {"video": {"task": "grounding"}}),
+        (None, {"chat_template_kwargs": {"task": "mcq"}}),
+        ("", {"video": {"task": "qa"}, "chat_template_kwargs": {"task": "summary"}}),
+    ],
+)
+def test_a_task_that_needs_a_question_is_refused_without_one(
+    gateway: str, clip: Path, text: str | None, extra: dict
+) -> None:
+    content = [video_part(data_url(clip))]
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    before = len(_Relay.seen)
+    error = assert_error(chat(gateway, content, max_tokens=1, **extra), 400, "missing_question")
+    assert error["param"] == "messages[0].content", error
+    assert "needs a question" in error["message"], error
+    assert len(_Relay.seen) == before
+
+
+def test_tasks_with_a_default_question_take_the_video_alone(gateway: str, clip: Path) -> None:
+    """Summary and chapters get the authors' question (arc-serve's template); none sends
+    whatever text there is."""
+    for task in ("summary", "chapters", "none"):
+        reply = chat(gateway, [video_part(data_url(clip))], max_tokens=1, video={"task": task})
+        assert reply.status_code == 200, (task, reply.text)
+
+
 def test_model_name_is_clean_everywhere(gateway: str, clip: Path) -> None:
     from openai import OpenAI
 
@@ -374,7 +472,7 @@ def test_model_name_is_clean_everywhere(gateway: str, clip: Path) -> None:
     models = httpx.get(gateway + "/v1/models", timeout=30).json()
     assert [m["id"] for m in models["data"]] == [PUBLIC_NAME]
     assert httpx.get(gateway + "/ready", timeout=30).json()["models"] == [PUBLIC_NAME]
-    reply = chat(gateway, [video_part(data_url(clip))], max_tokens=1)
+    reply = chat(gateway, [video_part(data_url(clip)), QUESTION], max_tokens=1)
     assert reply.status_code == 200 and reply.json()["model"] == PUBLIC_NAME
     assert "/" not in json.dumps(models)
 
@@ -395,7 +493,7 @@ def test_tiny_and_extreme_videos_get_an_answer(gateway: str, size: str, tmp_path
         # The same connection goes on being used: nothing closed it.
         reply = client.post(
             "/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": [video_part(uploaded.json()["id"])]}],
+            json={"messages": [{"role": "user", "content": [video_part(uploaded.json()["id"]), QUESTION]}],
                   "max_tokens": 1},
         )  # fmt: skip
         assert reply.status_code == 200, reply.text
@@ -458,7 +556,10 @@ def test_a_data_url_request_holds_little_of_the_video_in_memory(
     size = video.stat().st_size
     assert 35e6 < size < 50e6, size
     body = json.dumps(
-        {"messages": [{"role": "user", "content": [video_part(data_url(video))]}], "max_tokens": 1}
+        {
+            "messages": [{"role": "user", "content": [video_part(data_url(video)), QUESTION]}],
+            "max_tokens": 1,
+        }
     ).encode()
     port = free_port()
     proc = start_gateway(
@@ -467,7 +568,7 @@ def test_a_data_url_request_holds_little_of_the_video_in_memory(
     base = f"http://127.0.0.1:{port}"
     try:
         small = make_clip(tmp_path / "small.mp4", seconds=2)
-        assert chat(base, [video_part(data_url(small))], max_tokens=1).status_code == 200
+        assert chat(base, [video_part(data_url(small)), QUESTION], max_tokens=1).status_code == 200
         Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
         baseline = _status_kb(proc.pid, "VmRSS")
         reply = httpx.post(
@@ -549,10 +650,10 @@ def test_a_file_deleted_while_its_question_waits_is_still_answered(
 
     clip_file = make_clip(tmp_path / "clip.mp4", seconds=4)
     file_id = _upload(small_store, clip_file).json()["id"]
-    busy = {"messages": [{"role": "user", "content": [video_part(data_url(media_dir / "syn_400s.mp4"))]}],
+    busy = {"messages": [{"role": "user", "content": [video_part(data_url(media_dir / "syn_400s.mp4")), QUESTION]}],
             "max_tokens": 1}  # fmt: skip
     question = {
-        "messages": [{"role": "user", "content": [video_part(file_id)]}],
+        "messages": [{"role": "user", "content": [video_part(file_id), QUESTION]}],
         "max_tokens": 1,
         "video": {"start": 1, "end": 3},  # a clip: it needs the one decode worker
     }
@@ -571,7 +672,7 @@ def test_a_file_deleted_while_its_question_waits_is_still_answered(
     gone = httpx.get(f"{small_store}/v1/files/{file_id}")
     error = assert_error(gone, 404, "file_not_found")
     assert file_id in error["message"] and "/" not in error["message"]
-    again = chat(small_store, [video_part(file_id)], max_tokens=1)
+    again = chat(small_store, [video_part(file_id), QUESTION], max_tokens=1)
     assert file_id in assert_error(again, 404, "file_not_found")["message"]
 
 
@@ -649,7 +750,7 @@ def test_streams_abandoned_at_once_release_what_they_held(gateway: str, clip: Pa
         timeout=300,
     ).json()["id"]
     body = json.dumps(
-        {"messages": [{"role": "user", "content": [video_part(file_id)]}], "max_tokens": 50,
+        {"messages": [{"role": "user", "content": [video_part(file_id), QUESTION]}], "max_tokens": 50,
          "ignore_eos": True, "stream": True}
     ).encode()  # fmt: skip
     host, port = urllib.parse.urlparse(gateway).netloc.split(":")

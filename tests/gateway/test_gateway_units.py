@@ -357,29 +357,31 @@ def test_known_metric_series_exist_from_start_up(tmp_path: Path) -> None:
 
 
 def test_every_error_code_is_a_known_metric_reason() -> None:
-    """Each code the gateway's code can answer with is among the series made at start-up
-    (and listed in the README's error table)."""
+    """Each code the gateway's code can answer with is among the series made at start-up,
+    and each, with those of bodies written directly (`/ready`'s not_ready), is listed in the
+    README's error table."""
     import ast
 
     from server.metrics import REJECTION_REASONS
 
     root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
-    found = set()
+    table = readme[readme.index("| status | `code` |") :].split("\n\n")[0]
+    found, bodies = set(), set()
     for source in (root / "server").rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            position = {"APIError": 2, "FetchError": 1, "_refused": 0}.get(name)
+            position = {"APIError": 2, "FetchError": 1, "_refused": 0, "error_body": 2}.get(name)
             if position is None or len(node.args) <= position:
                 continue
             code = node.args[position]
             if isinstance(code, ast.Constant) and isinstance(code.value, str):
-                found.add(code.value)
-    assert len(found) > 30
+                (bodies if name == "error_body" else found).add(code.value)
+    assert len(found) > 30 and "not_ready" in bodies
     assert found <= set(REJECTION_REASONS), found - set(REJECTION_REASONS)
-    missing = [code for code in REJECTION_REASONS if f"`{code}`" not in readme]
+    missing = [code for code in {*REJECTION_REASONS, *bodies} if f"`{code}`" not in table]
     assert not missing, missing
 
 
@@ -492,3 +494,166 @@ def test_in_flight_admissions_are_counted_and_released_once() -> None:
         assert inflight.count == 0
 
     asyncio.run(scenario())
+
+
+# -- what a request must hold, what its errors say --------------------------------------------
+
+
+def _request(content: object, **extra: object):
+    from server.schemas import ChatCompletionRequest
+
+    body = {"messages": [{"role": "user", "content": content}], **extra}
+    return ChatCompletionRequest.model_validate(body)
+
+
+def test_sampling_parameters_default_to_greedy() -> None:
+    assert _request("hi").sampling_parameters() == {"temperature": 0.0}
+    sent = _request("hi", temperature=0.7, top_p=0.9, max_tokens=3).sampling_parameters()
+    assert sent == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 3}
+    # top_p alone changes nothing at temperature 0: vLLM's rule, the same as arc-serve's.
+    assert _request("hi", top_p=0.5).sampling_parameters() == {"top_p": 0.5, "temperature": 0.0}
+    assert _request("hi", n=2, temperature=0.5).sampling_parameters()["n"] == 2
+
+
+def test_several_answers_need_a_temperature() -> None:
+    from pydantic import ValidationError
+
+    from server.errors import invalid_request
+
+    for extra in ({"n": 2}, {"n": 3, "temperature": 0}):
+        with pytest.raises(ValidationError) as refused:
+            _request("hi", **extra)
+        error = invalid_request(refused.value.errors())
+        assert error.param == "n" and error.code == "invalid_request"
+        assert error.message.startswith(f"n: asks for {extra['n']} answers"), error.message
+
+
+def test_validation_messages_have_no_pydantic_prefix() -> None:
+    from pydantic import ValidationError
+
+    from server.errors import invalid_request
+
+    for content, extra, param in (
+        ("hi", {"video": {"start": 5, "end": 1}}, "video"),
+        ([{"type": "text"}], {}, "messages[0].content[0]"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            _request(content, **extra)
+        error = invalid_request(refused.value.errors())
+        assert error.param == param and "Value error" not in error.message, error.message
+    assert invalid_request(refused.value.errors()).message == (
+        "messages[0].content[0]: a 'text' part needs 'text'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "refused"),
+    [
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}], {}, True),
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}, {"type": "text", "text": " \n"}],
+         {"video": {"task": "grounding"}}, True),
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}],
+         {"chat_template_kwargs": {"task": "mcq"}}, True),
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}], {"video": {"task": "summary"}},
+         False),
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}],
+         {"chat_template_kwargs": {"task": "chapters"}}, False),
+        ([{"type": "video_url", "video_url": {"url": "file-x"}}], {"video": {"task": "none"}},
+         False),
+        ("When?", {"video": {"task": "grounding"}}, False),
+    ],
+)  # fmt: skip
+def test_tasks_that_need_a_question(content: object, extra: dict, refused: bool) -> None:
+    request = _request(content, **extra)
+    if not refused:
+        request.check_question()
+        return
+    with pytest.raises(APIError) as error:
+        request.check_question()
+    assert error.value.code == "missing_question" and error.value.status_code == 400
+    assert error.value.param == "messages[0].content"
+
+
+def _vllm_error(message: str, param: str | None = None, status: int = 400):
+    import httpx
+
+    body = {
+        "error": {"message": message, "type": "BadRequestError", "param": param, "code": status}
+    }
+    return httpx.Response(status, json=body)
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "code", "named", "said"),
+    [
+        # vLLM 0.32's words (vllm/renderers/params.py), as a real engine answers them
+        (("max_tokens=100000 cannot be greater than max_model_len=20480. Please request fewer "
+         "output tokens. (parameter=max_tokens, value=100000)"), "max_tokens",
+         "context_length_exceeded", "max_tokens", ["max_tokens = 100000", "20480 tokens"]),
+        (("max_completion_tokens=30000 cannot be greater than max_model_len=20480. Please request "
+         "fewer output tokens."), "max_completion_tokens", "context_length_exceeded",
+         "max_completion_tokens", ["30000", "20480 tokens"]),
+        (("This model's maximum context length is 20480 tokens. However, your prompt contains at "
+         "least 20481 input tokens, which exceeds this limit even without any output tokens. "
+         "(parameter=input_tokens, value=20481)"), "input_tokens", "context_length_exceeded",
+         "messages", ["at least 20481 tokens", "20480 tokens"]),
+        (("This model's maximum context length is 20480 tokens. However, your prompt contains "
+         "2000190 characters (more than 307200 characters, which is the upper bound for 20480 "
+         "input tokens)."), "input_text", "context_length_exceeded", "messages",
+         ["2000190 characters", "307200", "20480 tokens"]),
+        # older vLLM
+        (("'max_tokens' or 'max_completion_tokens' is too large: 50000. This model's maximum "
+         "context length is 32768 tokens and your request has 900 input tokens"), None,
+         "context_length_exceeded", "max_tokens", ["50000", "32768 tokens"]),
+        ("min_tokens must be less than or equal to max_tokens=2, got 5.", None,
+         "upstream_rejected", "min_tokens", ["min_tokens: min_tokens must be less", "got 5."]),
+        (("Requested sample logprobs of 50, which is greater than max allowed: 20 "
+         "(parameter=logprobs, value=50)"), "logprobs", "upstream_rejected", "logprobs",
+         ["max allowed: 20"]),
+        # a dump of vLLM's internal validation: its text is not passed on
+        ("1 validation error for ChatCompletionRequest\n  top_k input_value={'secret': 1}", None,
+         "upstream_rejected", "top_k", ["outside what this model accepts"]),
+        ("something about the video", None, "upstream_rejected", None,
+         ["one of the request's parameters"]),
+    ],
+)  # fmt: skip
+def test_upstream_refusals_name_the_parameter_and_the_limit(
+    message: str, param: str | None, code: str, named: str | None, said: list[str]
+) -> None:
+    from server.upstream import raise_for_upstream
+
+    fields: dict = {}
+    with pytest.raises(APIError) as refused:
+        raise_for_upstream(_vllm_error(message, param), fields)
+    error = refused.value
+    assert (error.status_code, error.code, error.param) == (400, code, named)
+    for text in said:
+        assert text in error.message, error.message
+    assert "input_value" not in error.message and "parameter=" not in error.message
+    assert fields["upstream_error"] == message[:500]  # vLLM's own text: in the log line
+
+
+def test_structured_answer_has_every_key() -> None:
+    import json
+
+    from server.chat.stream import annotate_chunk
+    from server.schemas import Choice, ChoiceMessage
+
+    keys = ["thinking", "answer", "segments"]
+    for text, task in (("", "qa"), ("plain", "qa"), ("<think>x</think>", "grounding")):
+        dumped = parse_answer(text, task).model_dump(mode="json", exclude_none=True)
+        assert list(dumped) == keys, dumped
+    ranges = parse_answer("<answer>00:01-00:03</answer>", "grounding")
+    choice = Choice(index=0, message=ChoiceMessage(content="x"), structured=ranges)
+    dumped = choice.model_dump(mode="json", exclude_none=True)["structured"]
+    assert dumped == {
+        "thinking": None,
+        "answer": "00:01-00:03",
+        "segments": [{"start": 1.0, "end": 3.0, "text": None}],
+    }
+    last = {
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+    chunk = json.loads(annotate_chunk(json.dumps(last), {}, "qa", "arc", None))
+    assert chunk["choices"][0]["structured"] == {"thinking": None, "answer": "hi", "segments": None}

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from media_factory import ffmpeg
+from media_factory import card_colours, ffmpeg
 from servers import free_port, start_gateway, stop, upload_video
 from stand_in_engine import PASS_USAGE, EngineState, segment_usage, stand_in_engine, wait_for
 
@@ -31,8 +31,9 @@ SEGMENT_S = 60  # the long video (420 s) in 7 segments of a minute
 
 
 @pytest.fixture(scope="module")
-def stand_in() -> Iterator[tuple[str, EngineState]]:
+def stand_in(long_video: Path) -> Iterator[tuple[str, EngineState]]:
     with stand_in_engine() as engine:
+        engine[1].cards = card_colours(long_video, 7)  # tells the minutes apart
         yield engine
 
 
@@ -149,10 +150,12 @@ def test_chapters_come_back_absolute_and_a_cut_chapter_is_joined(
         assert f"{k}. cut at {clock(60 * k)}" in integration.text
     assert "chat_template_kwargs" in integration.payload
     assert integration.payload["chat_template_kwargs"] == {"task": "none"}
-    # Each segment went with its own session key; the pass with none.
-    keys = sorted(s.headers["x-arc-file-id"] for s in state.segments_seen())
-    assert keys == sorted(f"{stored}:seg-{k}" for k in range(7))
-    assert "x-arc-file-id" not in integration.headers
+    # Each segment went with a router session of its own; the pass with none.
+    assert sorted(s.segment for s in state.segments_seen()) == list(range(7))
+    assert len({s.headers["x-arc-session"] for s in state.segments_seen()}) == 7
+    assert "x-arc-session" not in integration.headers
+    # The key's cache salt on every request to the engine.
+    assert len({s.payload["cache_salt"] for s in state.seen}) == 1
     # Its own answer per segment, times on the whole video's timeline.
     segments = reply.json()["usage"]["video"]["segments"]
     assert segments[3]["answer"].startswith("00:03:00 - 00:03:25: card 3")
@@ -289,7 +292,7 @@ def test_chapters_and_grounding_stream_as_written_chunks(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "<answer>00:03:05 - 00:03:15</answer>"
     assert chunks[-1].choices[0].model_extra["structured"]["segments"] == [
-        {"start": 185.0, "end": 195.0}
+        {"start": 185.0, "end": 195.0, "text": None}
     ]
     assert not state.integrations_seen()  # one candidate: nothing to decide
 
@@ -398,7 +401,7 @@ def test_data_url_segments_are_the_clip_requests(
     assert reply.status_code == 200, reply.text
     assert bounds(reply) == [(180, 300), (300, 420)]
     segments = [_container(s) for s in state.segments_seen()]
-    assert all("x-arc-file-id" not in s.headers for s in state.seen)
+    assert all("x-arc-session" not in s.headers for s in state.seen)  # not a stored file
     for start, end in bounds(reply):
         state.reset()
         clip = ask(gateway, url, start=start, end=end, segments="off", timeout=300)
@@ -451,18 +454,19 @@ def test_short_videos_and_segments_off_are_one_pass_as_before(
     assert first.payload == second.payload
     first.headers.pop("x-request-id"), second.headers.pop("x-request-id")
     assert first.headers == second.headers
-    assert first.headers["x-arc-file-id"] == short  # the stored file's id, as before
+    assert first.headers["x-arc-session"]  # the key's and the file's, as before
     # The request as the gateway built it before segments existed.
     payload = dict(first.payload)
     content = payload.pop("messages")[0]["content"]
-    assert payload == {"max_tokens": 16, "model": "fake", "stream": False}
+    assert isinstance(payload.pop("cache_salt"), str)
+    assert payload == {"max_tokens": 16, "temperature": 0.0, "model": "fake", "stream": False}
     assert content[0]["video_url"]["url"].startswith("data:video/x-arc-prepared;base64,")
     assert content[1] == {"type": "text", "text": "What happens?"}
     # A long video with segments off: one request of 150 frames over all of it.
     state.reset()
     reply = ask(gateway, stored, segments="off", timeout=300)
     assert reply.status_code == 200, reply.text
-    assert len(state.seen) == 1 and state.seen[0].headers["x-arc-file-id"] == stored
+    assert len(state.seen) == 1 and "x-arc-session" in state.seen[0].headers
     video = reply.json()["usage"]["video"]
     assert video["frames"] == 150 and "segments" not in video
 
@@ -475,10 +479,16 @@ def test_what_a_segmented_answer_refuses(gateway: str, stored: str) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "video": {"segments": 120}}
     reply = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=30)
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "no_video"
-    for extra in ({"n": 2}, {"logprobs": True}):
+    for extra in ({"n": 2, "temperature": 0.7}, {"logprobs": True}):
         body = {
             "messages": [
-                {"role": "user", "content": [{"type": "video_url", "video_url": {"url": stored}}]}
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video_url", "video_url": {"url": stored}},
+                        {"type": "text", "text": "?"},
+                    ],
+                }
             ],
             "video": {"segments": SEGMENT_S},
             **extra,

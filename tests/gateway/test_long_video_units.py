@@ -69,7 +69,6 @@ def test_session_keys() -> None:
     assert session_key(None) is None and session_key(None, 3) is None
     assert session_key("file-abc") == "file-abc"
     assert session_key("file-abc", 3) == "file-abc:seg-3"
-    assert session_key("file-abc", 3, prefix="key-9/") == "key-9/file-abc:seg-3"
 
 
 def _sent(body: Body) -> dict:
@@ -82,16 +81,16 @@ def _sent(body: Body) -> dict:
 
 
 def test_every_upstream_request_is_built_in_one_place() -> None:
-    """Extras set once (a key's cache_salt, a batch's priority, a header, a session prefix)
-    reach the one-pass request, each segment's and the integration pass on the engine; an
-    integrator that is not vLLM gets the OpenAI parameters only."""
+    """Extras set once (a key's cache_salt, a batch's priority, a header, the key's router
+    sessions) reach the one-pass request, each segment's and the integration pass on the
+    engine; an integrator that is not vLLM gets the OpenAI parameters only."""
     requests = UpstreamRequests(
         request_id="r-1",
         sampling={"max_tokens": 8, "top_k": 5, "seed": 1},
         task="summary",
         extra_body={"cache_salt": "salt", "priority": 10},
         headers={"x-tenant": "t"},
-        session_prefix="k/",
+        session_headers=lambda key: {"x-arc-session": f"k/{key}"} if key else {},
     )
     parts = [{"type": "text", "text": "What?"}]
     one, one_headers = requests.video("m", parts, None, stream=False, file_id="file-1")
@@ -104,9 +103,9 @@ def test_every_upstream_request_is_built_in_one_place() -> None:
     assert _sent(one)["chat_template_kwargs"] == {"task": "summary"}
     assert _sent(joined)["chat_template_kwargs"] == {"task": "none"}
     assert _sent(joined)["stream_options"] == {"include_usage": True}
-    assert one_headers["x-arc-file-id"] == "k/file-1"
-    assert seg_headers["x-arc-file-id"] == "k/file-1:seg-2"
-    assert "x-arc-file-id" not in joined_headers
+    assert one_headers["x-arc-session"] == "k/file-1"
+    assert seg_headers["x-arc-session"] == "k/file-1:seg-2"
+    assert "x-arc-session" not in joined_headers
     for headers in (one_headers, seg_headers, joined_headers):
         assert headers["x-tenant"] == "t" and headers["X-Request-Id"] == "r-1"
     other = Integrator(upstream=None, model="big", external=True)  # type: ignore[arg-type]

@@ -108,3 +108,28 @@ def test_missing_video_is_a_usage_error(tmp_path: Path) -> None:
     proc = arc_ask(str(tmp_path / "nothing.mp4"), QUESTION, env={})
     assert proc.returncode == 2
     assert "no such video file" in proc.stderr
+
+
+def test_answer_is_the_servers_greedy_answer(engine, engine_media: Path, tmp_path: Path) -> None:
+    """arc-ask (offline, its own engine) and arc-serve (no sampling parameter in the request)
+    give the same greedy answer for the same checkpoint, video and question."""
+    import httpx
+
+    base, checkpoint = engine
+    video = engine_media / "w33698kgs05.mp4"
+    proc = arc_ask(
+        str(video), QUESTION, "--model", str(checkpoint), "--dtype", "float32",
+        "--max-tokens", "16", env={"TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip(), "no answer"
+    content = [{"type": "video_url", "video_url": {"url": video.as_uri()}}]
+    content.append({"type": "text", "text": QUESTION})
+    served = httpx.post(
+        base + "/v1/chat/completions",
+        json={"model": "arc-tiny", "messages": [{"role": "user", "content": content}],
+              "max_tokens": 16},
+        timeout=300,
+    )  # fmt: skip
+    assert served.status_code == 200, served.text
+    assert proc.stdout.removesuffix("\n") == served.json()["choices"][0]["message"]["content"]

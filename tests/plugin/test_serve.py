@@ -374,3 +374,112 @@ def test_default_arguments_refuse_local_files_and_bound_jpeg_lists(tmp_path: Pat
         str(tmp_path), ["--gpu-memory-utilization", "0.5", "--allowed-local-media-path", "/srv/v"]
     )
     assert serve.option_value(given, "--allowed-local-media-path") == "/srv/v"
+
+
+def test_greedy_unless_the_user_sets_the_generation_config(tmp_path: Path) -> None:
+    """arc-serve makes temperature 0 the default of any checkpoint, unless the command line
+    has generation-config options of its own."""
+    import json
+
+    from vllm_plugin.cli import serve
+
+    def args(*extra: str) -> list[str]:
+        return serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5", *extra])
+
+    greedy = serve.option_value(args(), "--override-generation-config")
+    assert json.loads(greedy) == {"temperature": 0.0}
+    assert "--override-generation-config" not in args("--generation-config", "vllm")
+    own = args("--override_generation_config", '{"top_k": 5}')
+    assert own.count("--override-generation-config") == 0 and own[-1] == '{"top_k": 5}'
+    assert "--override-generation-config" not in args("--generation-config=/srv/gen")
+    assert "--override-generation-config" in run_serve("--help").stdout
+
+
+def test_answers_are_greedy_unless_the_request_sets_a_temperature(
+    server, engine_media: Path
+) -> None:
+    """The same request twice gives the same tokens; a temperature still samples."""
+    base, _ = server
+
+    def token_ids(**extra: object) -> list[int]:
+        body = {
+            "model": "arc-tiny",
+            "messages": video_message((engine_media / "syn_short.mp4").as_uri(), "What is it?"),
+            "max_tokens": 6,
+            "ignore_eos": True,
+            "return_token_ids": True,
+            **extra,
+        }
+        reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["choices"][0]["token_ids"]
+
+    first, second = token_ids(), token_ids()
+    assert first == second and len(first) == 6
+    assert token_ids(temperature=1.0, seed=1) != token_ids(temperature=1.0, seed=2)
+
+
+def test_priority_scheduling_and_compact_json_by_default(tmp_path: Path) -> None:
+    """arc-serve orders waiting requests by `priority` and answers response_format with
+    llguidance without free whitespace, unless the command line chooses otherwise."""
+    import json
+
+    from vllm_plugin.cli import serve
+
+    def args(*extra: str) -> list[str]:
+        return serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5", *extra])
+
+    default = args()
+    assert serve.option_value(default, "--scheduling-policy") == "priority"
+    structured = json.loads(serve.option_value(default, "--structured-outputs-config"))
+    assert structured == {"backend": "guidance", "disable_any_whitespace": True}
+    own = args("--scheduling-policy", "fcfs")
+    assert own.count("--scheduling-policy") == 1 and own[-1] == "fcfs"
+    for given in (
+        ["--structured-outputs-config", '{"backend": "xgrammar"}'],
+        ["--structured-outputs-config.backend", "outlines"],
+        ["--structured_outputs_config.backend=outlines"],
+    ):
+        mine = args(*given)
+        assert [a for a in mine if a.startswith("--structured")] == given[:1], given
+    assert "--scheduling-policy priority" in run_serve("--help").stdout
+
+
+def test_json_answers_through_the_chat_template(server, engine_media: Path) -> None:
+    """response_format straight to arc-serve, under the ARC chat template's default task
+    (qa: its instruction asks for tags) and another (summary): the tiny model's greedy
+    answer parses and follows the schema."""
+    import json
+
+    import jsonschema
+
+    base, _ = server
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"enum": ["cat", "dog"]},
+            "score": {"type": "integer", "minimum": 0, "maximum": 9},
+            "words": {"type": "array", "items": {"type": "string", "maxLength": 4}, "maxItems": 2},
+        },
+        "required": ["label", "score", "words"],
+        "additionalProperties": False,
+    }
+    url = (engine_media / "syn_short.mp4").as_uri()
+    reply = client(base).chat.completions.create(
+        model="arc-tiny",
+        messages=video_message(url, "What is it?"),
+        max_tokens=100,
+        response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    content = reply.choices[0].message.content
+    jsonschema.validate(json.loads(content), schema)
+    assert not content.startswith("{ ") and "\n" not in content  # compact JSON
+    reply = client(base).chat.completions.create(
+        model="arc-tiny",
+        messages=video_message(url, ""),
+        max_tokens=60,
+        response_format={"type": "json_object"},
+        extra_body={"chat_template_kwargs": {"task": "summary"}},
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)

@@ -8,6 +8,9 @@ random-weight checkpoint (answers are noise, the plumbing is real) so it runs an
 On a CPU build of vLLM the engine runs eagerly, in this process, with a KV cache sized for
 one request (vllm_plugin/engine_args.py): no warm-up pass, no engine processes to start.
 Engine logs go to a file unless `--verbose`; the file is shown when something fails.
+
+Every argument is checked before anything heavy is imported (torch, vLLM): a wrong one is
+one line on stderr and exit status 2, at once.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..prompts import prompt_ids
-from ..tiny_checkpoint import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+from .. import engine_args
+from ..embedded_tiny import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+from ..prompts import DEFAULT_QUESTIONS, TASKS, prompt_ids
 
 MAX_MODEL_LEN = 20480  # the authors' serving length: 150 frames take 17,100 tokens
+# vLLM's --dtype choices.
+DTYPES = ("auto", "bfloat16", "float16", "half", "float32", "float")
 
 _started = time.perf_counter()
 # Progress lines go to the terminal's stderr even while the engine's output is redirected.
@@ -72,8 +78,6 @@ def quiet_environment() -> None:
 
 def engine_options(args: argparse.Namespace, model: Path) -> tuple[dict[str, Any], str]:
     """The LLM options for this machine, after checking that the memory is there."""
-    from .. import engine_args
-
     if not engine_args.cpu_build():
         return {}, "GPU"
     kv_bytes = engine_args.kv_cache_bytes(
@@ -141,27 +145,107 @@ def answer(args: argparse.Namespace, model: Path) -> tuple[str, int, int]:
     return output.outputs[0].text, len(output.prompt_token_ids), len(output.outputs[0].token_ids)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line, not argparse's usage block: what is wrong and where to look."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _max_tokens(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_MODEL_LEN:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to {MAX_MODEL_LEN}"
+        )
+    return value
+
+
+def _byte_count(text: str) -> str:
+    try:
+        if engine_args.parse_bytes(text) <= 0:
+            raise ValueError(f"{text!r} is not a positive size")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _task(text: str) -> str:
+    if text.lower() not in TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose one of {', '.join(TASKS)}")
+    return text.lower()
+
+
+def _readable_file(path: str, what: str) -> str | None:
+    """Why `path` cannot be read as a file, or None."""
+    file = Path(path)
+    if not file.exists():
+        return f"no such {what}: {path}"
+    if not file.is_file():
+        return f"{what} {path} is not a file"
+    try:
+        with file.open("rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:
+        return f"{what} {path} cannot be read: {error.strerror or error}"
+    return f"{what} {path} is empty" if empty else None
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse's types cannot see alone; exits with one line at the first problem."""
+    if args.task not in DEFAULT_QUESTIONS and not (args.question or "").strip():
+        parser.error(
+            f'task {args.task} needs a question: arc-ask VIDEO "QUESTION" --task {args.task} '
+            f"(only {' and '.join(DEFAULT_QUESTIONS)} have a default question)"
+        )
+    problem = _readable_file(args.video, "video file")
+    if problem is None and args.font:
+        problem = _readable_file(args.font, "font file")
+    if problem:
+        parser.error(problem)
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: not a checkpoint directory (no config.json there)")
+    if args.kv_cache_memory_bytes is None and os.environ.get(engine_args.KV_CACHE_ENV):
+        try:
+            _byte_count(os.environ[engine_args.KV_CACHE_ENV])
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"${engine_args.KV_CACHE_ENV}: {error}")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(
         prog="arc-ask",
         description="Answer a question about a video with ARC-Hunyuan-Video in vLLM. "
         "Without --model, uses a tiny random-weight checkpoint (plumbing check: the "
-        "answer is noise).",
+        "answer is noise). Answers are greedy (the authors' generation).",
     )
     parser.add_argument("video", help="video file (mp4, webm, mov, ...)")
-    parser.add_argument("question", nargs="?", help="question (optional for summary/chapters)")
-    parser.add_argument("--task", default="qa", help="qa, summary, grounding, mcq or chapters")
+    parser.add_argument(
+        "question",
+        nargs="?",
+        help=f"question (optional for {' and '.join(DEFAULT_QUESTIONS)}: the authors' own)",
+    )
+    parser.add_argument("--task", default="qa", type=_task, help=", ".join(TASKS) + " (default qa)")
     parser.add_argument(
         "--model", help=f"checkpoint directory (default: the tiny checkpoint in {DEFAULT_TINY_DIR})"
     )
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="auto", help="auto, bfloat16 or float32")
+    parser.add_argument(
+        "--max-tokens",
+        type=_max_tokens,
+        default=64,
+        metavar="N",
+        help="most tokens to generate (default 64)",
+    )
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="default auto")
     parser.add_argument(
         "--font", help="TTF font for the timestamp overlay (default Liberation Sans)"
     )
     parser.add_argument(
         "--kv-cache-memory-bytes",
         metavar="BYTES",
+        type=_byte_count,
         help="KV cache of the CPU engine, e.g. 512M or 2G (default: $ARC_KV_CACHE_MEMORY_BYTES, "
         f"else what one request of {MAX_MODEL_LEN} tokens needs)",
     )
@@ -169,11 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose", action="store_true", help="show the engine's logs (vLLM, transformers, torch)"
     )
     args = parser.parse_args(argv)
-    if not Path(args.video).is_file():
-        parser.error(f"no such video file: {args.video}")
+    check_arguments(parser, args)
+    return args
 
-    from .. import engine_args
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     if engine_args.cpu_build():
         # Before torch is imported: it reads TORCH_COMPILE_DISABLE once, at import.
         engine_args.set_cpu_environment()

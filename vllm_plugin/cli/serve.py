@@ -6,7 +6,13 @@ tiny random-weight checkpoint, written once to $ARC_TINY_DIR (default
 
 Adds what the model needs and the checkpoint does not say: the chat template (one user
 turn, task instruction by `chat_template_kwargs`), the `arc` video loader (frames + the
-video's own audio), one video per prompt, and the authors' context length.
+video's own audio), one video per prompt, the authors' context length, greedy
+decoding unless a request sets `temperature` (`--override-generation-config
+{"temperature": 0.0}`, merged over the checkpoint's generation_config.json; not added
+when `--generation-config` or `--override-generation-config` is given), priority
+scheduling (a request's `priority`: lower is served first; the gateway's batch work sends
+a larger one) and compact JSON answers for `response_format` (llguidance, no free
+whitespace; not added when a `--structured-outputs-config` option is given).
 
 On a CPU build of vLLM it also adds `--enforce-eager`, a `--kv-cache-memory-bytes`
 sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G)
@@ -40,7 +46,30 @@ DEFAULTS = {
     # which the plugin refuses: one frame is decoded before the refusal instead of 32.
     # The arc loader takes the video's own frames and ignores it.
     "--media-io-kwargs": json.dumps({"video": {"video_backend": "arc", "num_frames": 1}}),
+    # Waiting requests in order of their `priority` (then arrival), not arrival alone:
+    # interactive requests (0) go before batch work (a larger number).
+    "--scheduling-policy": "priority",
 }
+# JSON answers (response_format): compact, and through llguidance. With vLLM's defaults the
+# grammar allows whitespace between any two tokens, and a greedy or weak model can fill the
+# answer with it until max_tokens (the tiny model does: its JSON never closes); vLLM takes
+# `disable_any_whitespace` only with a named backend. guidance rather than xgrammar, vLLM's
+# first choice: xgrammar 0.2.8 lets raw control characters into strings with a maxLength
+# (JSON that strict parsers refuse), holds the API server for seconds on a pattern like
+# `a{1,10000}`, and turns schemas no value can match into 500s; guidance keeps strings
+# valid, builds its masks lazily (no such stall) and refuses unsatisfiable schemas with a
+# reason, at the same cost per token here. The user's own --structured-outputs-config (or
+# any --structured-outputs-config.KEY) replaces it.
+STRUCTURED_OUTPUTS = {
+    "--structured-outputs-config": json.dumps(
+        {"backend": "guidance", "disable_any_whitespace": True}
+    )
+}
+# Greedy unless the request sets a temperature, as the authors generate (docs/model.md):
+# vLLM takes only max_new_tokens from the checkpoint's generation_config.json and would
+# otherwise sample at temperature 1. The user's own generation-config options replace it.
+GREEDY = {"--override-generation-config": json.dumps({"temperature": 0.0})}
+GENERATION_CONFIG_FLAGS = {"--generation-config", "--override-generation-config"}
 # vLLM's processor cache on CPU (its default is 4 GiB): room for two 150-frame videos.
 CPU_PROCESSOR_CACHE_GB = 1
 # Requests of the full context the CPU engine's default KV cache holds at once.
@@ -60,7 +89,8 @@ def option_value(args: list[str], flag: str) -> str | None:
 
 
 def given_flags(args: list[str]) -> set[str]:
-    return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+    """The long options in `args`, spelled with dashes (vLLM takes `--max_model_len` too)."""
+    return {arg.split("=", 1)[0].replace("_", "-") for arg in args if arg.startswith("--")}
 
 
 def cpu_engine_args(checkpoint: str, extra: list[str]) -> list[str]:
@@ -119,6 +149,10 @@ def build_args(checkpoint: str, extra: list[str]) -> list[str]:
     no_local_files = tempfile.mkdtemp(prefix="arc-no-local-media-")
     defaults = {**DEFAULTS, "--chat-template": str(template)}
     defaults["--allowed-local-media-path"] = no_local_files
+    if not given & GENERATION_CONFIG_FLAGS:
+        defaults.update(GREEDY)
+    if not any(flag.startswith("--structured-outputs-config") for flag in given):
+        defaults.update(STRUCTURED_OUTPUTS)
     for flag, value in defaults.items():
         if flag not in given:
             args += [flag, value]
@@ -157,10 +191,15 @@ def print_help() -> None:
     print("usage: arc-serve CHECKPOINT|tiny [vllm serve options]\n")
     print(__doc__)
     print("defaults added:")
-    for flag, value in DEFAULTS.items():
+    for flag, value in {**DEFAULTS, **GREEDY, **STRUCTURED_OUTPUTS}.items():
         print(f"  {flag} {value}")
     print("  --chat-template (the ARC template, written to the temporary folder)")
     print("  --allowed-local-media-path (an empty folder: file:// URLs are refused)")
+    print(
+        "  (greedy unless a request sets temperature; not added when --generation-config or\n"
+        "  --override-generation-config is given; --structured-outputs-config is not added\n"
+        "  when any --structured-outputs-config option is given)"
+    )
     if engine_args.cpu_build():
         print(
             "  --enforce-eager --kv-cache-memory-bytes N --mm-processor-cache-gb "
@@ -184,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint, extra = argv[0], argv[1:]
     asks_help = any(arg.split("=", 1)[0] in HELP_FLAGS for arg in extra)
     if checkpoint == "tiny" and not asks_help:
-        from ..tiny_checkpoint import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
+        from ..embedded_tiny import DEFAULT_TINY_DIR, ensure_tiny_checkpoint
 
         checkpoint = str(ensure_tiny_checkpoint(DEFAULT_TINY_DIR, say=say))
     if asks_help:

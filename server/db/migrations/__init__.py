@@ -1,0 +1,1 @@
+"""Alembic's migration environment (env.py) and history (versions/), shipped in the package."""
