@@ -8,7 +8,7 @@ import csv
 import json
 from pathlib import Path
 
-from ._long_runs import PATHS
+from .paths import PATHS
 
 # The goals: the segmented request against (a) the segments asked one after
 # another, against (b) the same clips sent at once by a client plus the integration pass,
