@@ -86,23 +86,16 @@ def stored(gateway: str, long_video: Path) -> str:
     return reply.json()["id"]
 
 
+def chat_body(url: str, text: str = "What happens?", **extra: object) -> dict:
+    """A chat request about the video at `url` (a file id, data: URL or https URL)."""
+    content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": text}]
+    return {"messages": [{"role": "user", "content": content}], **extra}
+
+
 def ask(
     base: str, url: str, text: str = "What happens?", timeout: float = 120, **video: object
 ) -> httpx.Response:
-    body = {
-        "model": "arc",
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": url}},
-                    {"type": "text", "text": text},
-                ],
-            }
-        ],
-        "max_tokens": 16,
-        "video": video,
-    }
+    body = chat_body(url, text, model="arc", max_tokens=16, video=video)
     return httpx.post(base + "/v1/chat/completions", json=body, timeout=timeout)
 
 
@@ -228,20 +221,13 @@ def test_streamed_progress_lines_then_the_answer(
 ) -> None:
     _, state = stand_in
     state.integration_answer = "<answer>Seven cards in a row.</answer>"
-    body = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": stored}},
-                    {"type": "text", "text": "Which colours?"},
-                ],
-            }
-        ],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "video": {"segments": SEGMENT_S},
-    }
+    body = chat_body(
+        stored,
+        "Which colours?",
+        stream=True,
+        stream_options={"include_usage": True},
+        video={"segments": SEGMENT_S},
+    )
     progress, data = [], []
     with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, timeout=120) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -329,19 +315,7 @@ def test_a_client_gone_after_the_first_segment_cancels_the_others(
 ) -> None:
     _, state = stand_in
     state.hang = {1, 2, 3, 4, 5, 6}
-    body = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": stored}},
-                    {"type": "text", "text": "?"},
-                ],
-            }
-        ],
-        "stream": True,
-        "video": {"segments": SEGMENT_S},
-    }
+    body = chat_body(stored, "?", stream=True, video={"segments": SEGMENT_S})
     with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()  # kept: a dropped iterator closes the connection
         first = next(lines)
@@ -480,19 +454,7 @@ def test_what_a_segmented_answer_refuses(gateway: str, stored: str) -> None:
     reply = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=30)
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "no_video"
     for extra in ({"n": 2, "temperature": 0.7}, {"logprobs": True}):
-        body = {
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "video_url", "video_url": {"url": stored}},
-                        {"type": "text", "text": "?"},
-                    ],
-                }
-            ],
-            "video": {"segments": SEGMENT_S},
-            **extra,
-        }
+        body = chat_body(stored, "?", video={"segments": SEGMENT_S}, **extra)
         reply = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=30)
         assert reply.status_code == 400, reply.text
         assert reply.json()["error"]["param"] == next(iter(extra))
