@@ -420,8 +420,9 @@ def test_answers_are_greedy_unless_the_request_sets_a_temperature(
 
 
 def test_priority_scheduling_and_compact_json_by_default(tmp_path: Path) -> None:
-    """arc-serve orders waiting requests by `priority` and answers response_format with
-    llguidance without free whitespace, unless the command line chooses otherwise."""
+    """arc-serve orders waiting requests by `priority` and answers response_format without
+    free whitespace (llguidance where the tokenizer is a fast one, else xgrammar), unless
+    the command line chooses otherwise."""
     import json
 
     from vllm_plugin.cli import serve
@@ -429,10 +430,21 @@ def test_priority_scheduling_and_compact_json_by_default(tmp_path: Path) -> None
     def args(*extra: str) -> list[str]:
         return serve.build_args(str(tmp_path), ["--gpu-memory-utilization", "0.5", *extra])
 
+    def backend(arguments: list[str]) -> dict:
+        return json.loads(serve.option_value(arguments, "--structured-outputs-config"))
+
+    # A checkpoint without a fast tokenizer (the published one ships a tiktoken tokenizer,
+    # which llguidance refuses): xgrammar; with a tokenizer.json (here, or --tokenizer's):
+    # guidance.
     default = args()
     assert serve.option_value(default, "--scheduling-policy") == "priority"
-    structured = json.loads(serve.option_value(default, "--structured-outputs-config"))
-    assert structured == {"backend": "guidance", "disable_any_whitespace": True}
+    assert backend(default) == {"backend": "xgrammar", "disable_any_whitespace": True}
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    (fast / "tokenizer.json").write_text("{}")
+    assert backend(args("--tokenizer", str(fast)))["backend"] == "guidance"
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert backend(args()) == {"backend": "guidance", "disable_any_whitespace": True}
     own = args("--scheduling-policy", "fcfs")
     assert own.count("--scheduling-policy") == 1 and own[-1] == "fcfs"
     for given in (

@@ -11,8 +11,9 @@ decoding unless a request sets `temperature` (`--override-generation-config
 {"temperature": 0.0}`, merged over the checkpoint's generation_config.json; not added
 when `--generation-config` or `--override-generation-config` is given), priority
 scheduling (a request's `priority`: lower is served first; the gateway's batch work sends
-a larger one) and compact JSON answers for `response_format` (llguidance, no free
-whitespace; not added when a `--structured-outputs-config` option is given).
+a larger one) and compact JSON answers for `response_format` (no free whitespace;
+llguidance where the tokenizer has a tokenizer.json, else xgrammar; not added when a
+`--structured-outputs-config` option is given).
 
 On a CPU build of vLLM it also adds `--enforce-eager`, a `--kv-cache-memory-bytes`
 sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G)
@@ -60,11 +61,30 @@ DEFAULTS = {
 # valid, builds its masks lazily (no such stall) and refuses unsatisfiable schemas with a
 # reason, at the same cost per token here. The user's own --structured-outputs-config (or
 # any --structured-outputs-config.KEY) replaces it.
+# guidance needs a fast tokenizer (a tokenizer.json: the tiny checkpoints ship one); the
+# published checkpoint's own tokenizer is a tiktoken one, which guidance refuses (every
+# JSON request would be a 400): there, xgrammar.
 STRUCTURED_OUTPUTS = {
     "--structured-outputs-config": json.dumps(
         {"backend": "guidance", "disable_any_whitespace": True}
     )
 }
+STRUCTURED_OUTPUTS_SLOW_TOKENIZER = {
+    "--structured-outputs-config": json.dumps(
+        {"backend": "xgrammar", "disable_any_whitespace": True}
+    )
+}
+
+
+def structured_outputs_defaults(checkpoint: str, extra: list[str]) -> dict[str, str]:
+    """guidance where the tokenizer (`--tokenizer`, else the checkpoint) has a
+    tokenizer.json, xgrammar elsewhere (a hub id, or a slow tokenizer only)."""
+    tokenizer = option_value(extra, "--tokenizer") or checkpoint
+    if (Path(tokenizer) / "tokenizer.json").is_file():
+        return STRUCTURED_OUTPUTS
+    return STRUCTURED_OUTPUTS_SLOW_TOKENIZER
+
+
 # Greedy unless the request sets a temperature, as the authors generate (docs/model.md):
 # vLLM takes only max_new_tokens from the checkpoint's generation_config.json and would
 # otherwise sample at temperature 1. The user's own generation-config options replace it.
@@ -152,7 +172,7 @@ def build_args(checkpoint: str, extra: list[str]) -> list[str]:
     if not given & GENERATION_CONFIG_FLAGS:
         defaults.update(GREEDY)
     if not any(flag.startswith("--structured-outputs-config") for flag in given):
-        defaults.update(STRUCTURED_OUTPUTS)
+        defaults.update(structured_outputs_defaults(checkpoint, extra))
     for flag, value in defaults.items():
         if flag not in given:
             args += [flag, value]
@@ -197,8 +217,9 @@ def print_help() -> None:
     print("  --allowed-local-media-path (an empty folder: file:// URLs are refused)")
     print(
         "  (greedy unless a request sets temperature; not added when --generation-config or\n"
-        "  --override-generation-config is given; --structured-outputs-config is not added\n"
-        "  when any --structured-outputs-config option is given)"
+        "  --override-generation-config is given; the structured-outputs backend is\n"
+        "  guidance where the tokenizer has a tokenizer.json, else xgrammar, and is not\n"
+        "  added when any --structured-outputs-config option is given)"
     )
     if engine_args.cpu_build():
         print(
