@@ -11,7 +11,9 @@ packets left out, the decode stage 2-3x faster than an ffmpeg process with `sele
 (which also pays ~90 ms to start and a pipe copy of each frame).
 
 Frames are numbered as decord and ffmpeg's `select` number them: by presentation order
-of the stream's frames (of the clip's frames when a clip is asked for).
+of the stream's frames (of the clip's frames when a clip is asked for). A clip is read from
+the keyframe before it to the end of its window (`window_packets`): a five-minute segment
+late in a long video reads its own part of the file, not everything before it.
 
 Where the packets cannot be read safely (no timestamps, Annex B streams, codecs other than
 H.264/HEVC) nothing is left out: every packet is decoded, as ffmpeg would.
@@ -140,6 +142,106 @@ def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def window_ticks(
+    stream: av.video.stream.VideoStream, window: tuple[float, float] | None
+) -> tuple[int | None, int | None]:
+    """A window [start, end) in seconds of the file's timeline, in the stream's time base."""
+    base = stream.time_base
+    if window is None or not base:
+        return None, None
+    return int(window[0] / base), int(window[1] / base)
+
+
+def window_packets(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    lo: int | None,
+    hi: int | None,
+    check: Callable[[], None] = lambda: None,
+) -> Iterator[av.Packet]:
+    """The stream's packets in decoding order: all of them, or for a window [lo, hi) (stream
+    time base) only those a frame shown in it can need, so a clip late in a long file reads
+    about as much as one at its start.
+
+    It starts at a keyframe shown at or before `lo` (`_from_keyframe_before`: a seek). It
+    ends at the first packet decoded at or after `hi`: decoding timestamps only grow and a
+    frame is never shown before it is decoded, so every later frame is shown at or after
+    `hi`, and the pictures a frame in the window is predicted from are decoded before it.
+    Without decoding timestamps (some Matroska streams) it ends at the second keyframe shown
+    at or after `hi` (the open-GOP pictures led by the first are shown after it)."""
+    begin = stream.start_time or 0
+    if lo is not None and lo > begin:
+        packets = _from_keyframe_before(container, stream, lo, begin, check)
+    else:
+        packets = container.demux(stream)
+    late_keyframes = 0
+    for packet in packets:
+        check()
+        if hi is not None and packet.size:
+            if packet.dts is not None:
+                if packet.dts >= hi:
+                    return
+            elif packet.is_keyframe and packet.pts is not None and packet.pts >= hi:
+                late_keyframes += 1
+                if late_keyframes == 2:
+                    return
+        yield packet
+
+
+def _from_keyframe_before(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    lo: int,
+    begin: int,
+    check: Callable[[], None],
+) -> Iterator[av.Packet]:
+    """The packets from a keyframe shown at or before `lo`. A seek lands on or before `lo`,
+    but not always on a keyframe (MPEG-TS lands on any packet): the packets before the
+    first keyframe are passed over (nothing shown from `lo` on needs them), and where that
+    keyframe is shown after `lo` the seek goes back 1, 2, 4... seconds before `lo`; after
+    6 tries, the file is read from its start."""
+    back = max(1, int(1 / stream.time_base)) if stream.time_base else 0
+    for attempt in range(6 if back else 0):
+        target = max(begin, lo - (back << attempt >> 1 if attempt else 0))
+        container.seek(target, stream=stream, backward=True)
+        packets = container.demux(stream)
+        for packet in packets:
+            check()
+            if not packet.size:
+                break  # the end of the file: no keyframe after the landing point
+            if not packet.is_keyframe:
+                continue
+            if packet.pts is not None and packet.pts <= lo:
+                yield packet
+                yield from packets
+                return
+            break
+        if target == begin:
+            break
+    container.seek(begin, stream=stream, backward=True)
+    yield from container.demux(stream)
+
+
+def _decoded(packets: Iterator[av.Packet], skip: set[int]) -> Iterator[av.VideoFrame]:
+    """The frames of `packets`, leaving out those in `skip` (by timestamp); damaged packets
+    are passed over, as ffmpeg does; the decoder is drained at the end (a window can end
+    before the stream does, with frames still held for reordering)."""
+    context = None
+    for packet in packets:
+        if packet.size and packet.pts in skip:
+            continue
+        context = packet.stream.codec_context
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            continue
+    if context is not None:
+        try:
+            yield from context.decode(None)
+        except (av.error.InvalidDataError, av.error.EOFError):
+            return
+
+
 def scan(
     path: Path,
     wanted: set[int],
@@ -160,16 +262,11 @@ def scan(
             if codec in ("h264", "hevc")
             else None
         )
-        base = stream.time_base
-        lo = hi = None
-        if window is not None and base:
-            lo = int(window[0] / base)
-            hi = int(window[1] / base)
+        lo, hi = window_ticks(stream, window)
         packets: list[_Packet] = []
-        for packet in container.demux(stream):
+        for packet in window_packets(container, stream, lo, hi, check):
             if packet.size == 0 or packet.is_discard:
                 continue
-            check()
             if length_size is not None:
                 packets.append(_read_packet(memoryview(packet), codec, length_size, packet.pts))
             else:
@@ -231,40 +328,30 @@ def decode_selected(
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads or 0
-        if lo is not None and lo > (stream.start_time or 0):
-            container.seek(lo, stream=stream, backward=True)
         delivered = 0
         counted = 0
         by_time = bool(number)
-        for packet in container.demux(stream):
-            check_time()
-            if packet.size and packet.pts in skip:
-                continue
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                continue  # a damaged packet: go on, as ffmpeg does
-            for frame in frames:
-                if by_time:
-                    index = number.get(frame.pts)
-                else:
-                    if frame.pts is not None and lo is not None and frame.pts < lo:
-                        continue
-                    if frame.pts is not None and hi is not None and frame.pts >= hi:
-                        return
-                    index, counted = counted, counted + 1
-                if index is None or index not in wanted_set:
+        for frame in _decoded(window_packets(container, stream, lo, hi, check_time), skip):
+            if by_time:
+                index = number.get(frame.pts)
+            else:
+                if frame.pts is not None and lo is not None and frame.pts < lo:
                     continue
-                if (frame.width, frame.height) != coded:
-                    rgb = frame.to_ndarray(
-                        width=coded[0], height=coded[1], format="rgb24", interpolation="BICUBIC"
-                    )
-                else:
-                    rgb = frame.to_ndarray(format="rgb24")
-                yield index, _rotate(rgb, rotation)
-                delivered += 1
-                if delivered == len(wanted_set):
+                if frame.pts is not None and hi is not None and frame.pts >= hi:
                     return
+                index, counted = counted, counted + 1
+            if index is None or index not in wanted_set:
+                continue
+            if (frame.width, frame.height) != coded:
+                rgb = frame.to_ndarray(
+                    width=coded[0], height=coded[1], format="rgb24", interpolation="BICUBIC"
+                )
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            yield index, _rotate(rgb, rotation)
+            delivered += 1
+            if delivered == len(wanted_set):
+                return
 
 
 __all__ = [
@@ -274,4 +361,6 @@ __all__ = [
     "first_video_stream",
     "open_input",
     "scan",
+    "window_packets",
+    "window_ticks",
 ]

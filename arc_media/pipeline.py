@@ -125,7 +125,9 @@ def prepare_video(
     if not Path(font).is_file():
         raise FontError(f"font file for the timestamp overlay not found: {font}")
     with clock("probe"):
-        probe = probe_video(path, timeout_s=limits.timeout_s)
+        # A clip counts its own frames below: the whole file's count is not needed.
+        clipped = start is not None or end is not None
+        probe = probe_video(path, timeout_s=limits.timeout_s, count=not clipped)
         clip = resolve_clip(probe.duration, start, end)
         check_limits(probe, (clip[1] - clip[0]) if clip else probe.duration, limits)
         if clip is None:

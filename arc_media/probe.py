@@ -65,17 +65,22 @@ def count_frames(
     """Video packets, one per frame: demuxing only, no decoding. With a window: packets
     whose timestamp falls in [start, end) seconds of the file's timeline."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def check() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise MediaTimeoutError(
+                f"counting the frames took longer than the time limit of {timeout_s:g} s"
+            )
+
     with open_media(path) as container:
         stream = frame_decode.first_video_stream(container)
         if stream is None:
             raise MediaError("no video stream in the file")
         base = stream.time_base
+        lo, hi = frame_decode.window_ticks(stream, window)
         count = 0
-        for packet in container.demux(stream):
-            if deadline is not None and time.monotonic() > deadline:
-                raise MediaTimeoutError(
-                    f"counting the frames took longer than the time limit of {timeout_s:g} s"
-                )
+        # A window is read from the keyframe before it to its end, not from the file's start.
+        for packet in frame_decode.window_packets(container, stream, lo, hi, check):
             if packet.size == 0:
                 continue
             if window is None:
@@ -86,8 +91,15 @@ def count_frames(
         return count
 
 
-def probe_video(source: str | Path, *, timeout_s: float | None = 60.0) -> VideoProbe:
-    """What the file holds. MediaError when it is not a usable video."""
+def probe_video(
+    source: str | Path, *, timeout_s: float | None = 60.0, count: bool = True
+) -> VideoProbe:
+    """What the file holds. MediaError when it is not a usable video.
+
+    `count=False` (a caller that prepares a clip and counts the clip's frames itself): a
+    container without a frame count in its header (Matroska, WebM) gets duration x frame
+    rate as its count instead of a demux of the whole file, which for a segment of a long
+    video would read all of it."""
     path = Path(source)
     if not path.is_file():
         raise MediaError(f"no such file: {path}")
@@ -134,6 +146,8 @@ def probe_video(source: str | Path, *, timeout_s: float | None = 60.0) -> VideoP
             audio_profile=audio_codec.profile if audio_codec else None,
             start_time=container.start_time / 1e6 if container.start_time else 0.0,
         )
+    if probe.num_frames <= 0 and not count and probe.duration > 0 and probe.fps > 0:
+        probe.num_frames = max(1, round(probe.duration * probe.fps))
     if probe.num_frames <= 0:
         # Matroska/WebM and others keep no frame count in the header.
         probe.num_frames = count_frames(path, timeout_s)

@@ -132,16 +132,28 @@ class Settings:
         },
     )
     max_upload_mb: float = field(
-        default=512, metadata={"help": "largest video accepted (upload, data URL or URL)"}
+        default=4096,
+        metadata={
+            "help": "largest video accepted (upload, data URL or URL; streamed to disk, never "
+            "held in memory): 4 GiB holds an hour of 1080p at 8 Mb/s"
+        },
     )
     max_duration_s: float = field(
-        default=1800.0, metadata={"help": "longest video accepted, in seconds"}
+        default=14400.0,
+        metadata={
+            "help": "longest video (or clip) accepted, in seconds; one over five minutes is "
+            "asked about in segments (video.segments)"
+        },
     )
     max_pixels: int = field(
         default=3840 * 2160, metadata={"help": "largest frame accepted (width x height)"}
     )
     decode_timeout_s: float = field(
-        default=300.0, metadata={"help": "wall-clock limit for preparing one video"}
+        default=300.0,
+        metadata={
+            "help": "wall-clock limit for preparing one video, clip or segment (a long "
+            "video's segments have one each)"
+        },
     )
     ffmpeg_memory_mb: int = field(
         default=4096,
@@ -158,13 +170,14 @@ class Settings:
         metadata={"help": "an upload that sends nothing for this long is dropped (slow loris)"},
     )
     upload_total_timeout_s: float = field(
-        default=900.0, metadata={"help": "wall-clock limit for receiving one upload"}
+        default=3600.0,
+        metadata={"help": "wall-clock limit for receiving one upload (4 GiB: 1.2 MB/s)"},
     )
     upstream_timeout_s: float = field(
         default=600.0, metadata={"help": "limit for one upstream answer (504 beyond it)"}
     )
     url_timeout_s: float = field(
-        default=300.0, metadata={"help": "wall-clock limit for downloading a video URL"}
+        default=900.0, metadata={"help": "wall-clock limit for downloading a video URL"}
     )
     allow_url_host: list[str] = field(
         default_factory=list,
@@ -196,6 +209,41 @@ class Settings:
         metadata={
             "help": "shared mode: the same folder as the engine sees it, an absolute path "
             "(default: --forward-dir)"
+        },
+    )
+    segments_in_flight: int = field(
+        default=4,
+        metadata={
+            "help": "segments of one long video prepared or asked at once: each is sent to "
+            "the engine as soon as it is prepared, and the next one starts decoding when "
+            "one is answered; each holds one prepared container on disk (shared mode: in "
+            "the forward folder, ~200 MB for five minutes)"
+        },
+    )
+    integrator_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "OpenAI-compatible server (base URL) for the integration pass that joins "
+            "a long video's segment answers into one answer (default: the engine itself); "
+            "its key comes from the environment only, ARC_GATEWAY_INTEGRATOR_API_KEY"
+        },
+    )
+    integrator_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model asked for the integration pass (default: the engine's model; "
+            "needed with --integrator-url)"
+        },
+    )
+    integrator_api_key: str | None = field(
+        default=None,
+        metadata={"env_only": True, "help": "API key of --integrator-url"},
+    )
+    integrator_prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of integration prompt templates replacing the shipped ones "
+            "(server/chat/prompts/<task>.txt; docs/long-videos.md)"
         },
     )
     video_tokens_per_frame: int = field(
@@ -259,6 +307,10 @@ class Settings:
             )
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be at least 1")
+        if self.segments_in_flight < 1:
+            raise ValueError("segments_in_flight must be at least 1")
+        if self.integrator_url and not self.integrator_model:
+            raise ValueError("integrator_url needs integrator_model (the model to ask there)")
         for name in ("max_schema_bytes", "max_schema_depth", "max_schema_properties"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -321,13 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arc-gateway",
         description="The arc-video-serve gateway: accepts videos (upload, data URL, https "
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
-        "model-ready requests to vLLM behind an OpenAI-compatible API; a page to try the "
-        "model in a browser at / (http://127.0.0.1:8080/ by default). Every option can "
-        f"also be set by an environment variable {ENV_PREFIX}<OPTION> (shown below).",
+        "model-ready requests to vLLM behind an OpenAI-compatible API; a video over five "
+        "minutes is asked about in segments, in parallel, and the answers integrated into "
+        "one; a page to try the model in a browser at / (http://127.0.0.1:8080/ by "
+        "default). Every option can also be set by an environment variable "
+        f"{ENV_PREFIX}<OPTION> (shown below).",
         epilog="API keys and the database: `arc-gateway keys {create,list,revoke,limits,"
-        "usage}` and `arc-gateway db {upgrade,status}` (each with --help).",
+        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Set by the "
+        "environment only (secrets never go on a command line): "
+        + ", ".join(
+            f"{_env(item.name)} ({item.metadata.get('help', '')})"
+            for item in dataclasses.fields(Settings)
+            if item.metadata.get("env_only")
+        )
+        + ".",
     )
     for item in dataclasses.fields(Settings):
+        if item.metadata.get("env_only"):
+            continue  # a secret: never on a command line (ps shows it)
         default = (
             item.default_factory()  # type: ignore[misc]
             if item.default is dataclasses.MISSING

@@ -136,16 +136,17 @@ class FileStore:
         filename: str,
         purpose: str,
         size: int,
-        container: Path,
+        container: Path | None,
         video: dict,
         file_id: str | None = None,
         owner: str = ANONYMOUS,
         quota_bytes: int | None = None,
     ) -> StoredFile:
-        """Stores an upload and its prepared container (both files are moved in) for
-        `owner`, or refuses it (413, 507) when it cannot fit its owner's quota or the disk
-        budget: nothing is acknowledged that a sweep would drop."""
-        need = size + container.stat().st_size + META_MARGIN
+        """Stores an upload and its prepared container (both files are moved in; a long
+        video has none: its segments are kept as clip caches) for `owner`, or refuses it
+        (413, 507) when it cannot fit its owner's quota or the disk budget: nothing is
+        acknowledged that a sweep would drop."""
+        need = size + (container.stat().st_size if container else 0) + META_MARGIN
         if need > self.budget_bytes:
             raise APIError(
                 413,
@@ -169,8 +170,9 @@ class FileStore:
         folder = self._dir(file_id)
         folder.mkdir(parents=True)
         source.replace(folder / "source")
-        container.replace(folder / FULL)
-        (folder / (FULL + ".json")).write_text(json.dumps(video))
+        if container is not None:
+            container.replace(folder / FULL)
+            (folder / (FULL + ".json")).write_text(json.dumps(video))
         now = time.time()
         row = StoredFileRow(
             id=file_id,

@@ -23,6 +23,7 @@ REJECTION_REASONS = (
     # videos
     "bad_video_url", "bad_data_url", "invalid_video", "video_timeout", "video_too_large",
     "video_unprocessable", "decoder_crashed", "decode_queue_full", "font_missing",
+    "segment_unprocessable",
     # URL fetches
     "url_invalid", "url_scheme", "url_userinfo", "url_unresolvable", "url_blocked_address",
     "url_connect", "url_content_encoding", "url_http_status", "url_redirects", "url_timeout",
@@ -34,6 +35,10 @@ REJECTION_REASONS = (
     "upstream_unavailable", "upstream_timeout", "upstream_no_model",
     "internal",
 )  # fmt: skip
+
+
+SEGMENT_OUTCOMES = ("answered", "retried", "failed")
+INTEGRATION_TASKS = ("qa", "summary", "grounding", "mcq", "chapters", "none")
 
 
 class Metrics:
@@ -108,6 +113,31 @@ class Metrics:
             registry=r,
         )
 
+        self.segmented_requests = Counter(
+            "arc_gateway_segmented_requests_total",
+            "Chat requests about a long video answered in segments",
+            registry=r,
+        )
+        self.segments = Counter(
+            "arc_gateway_segments_total",
+            "Segment requests of long videos, by outcome (a retried one also counts once "
+            "answered or failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.integration_passes = Counter(
+            "arc_gateway_integration_passes_total",
+            "Integration passes that joined segment answers, by task",
+            ["task"],
+            registry=r,
+        )
+        self.integration_seconds = Histogram(
+            "arc_gateway_integration_seconds",
+            "One integration pass",
+            buckets=_LATENCY,
+            registry=r,
+        )
+
     def create_labels(self, routes: list[str]) -> None:
         """Creates every known series at zero (Prometheus' rate() misses a series' first
         event otherwise)."""
@@ -115,3 +145,7 @@ class Metrics:
             self.request_seconds.labels(route)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        for outcome in SEGMENT_OUTCOMES:
+            self.segments.labels(outcome)
+        for task in INTEGRATION_TASKS:
+            self.integration_passes.labels(task)

@@ -22,6 +22,10 @@ STAGES = {
     "encode_s": "encode",
     "store_s": "store",
     "engine_input_s": "engine-input",
+    # a long video answered in segments: all of them (prepared and answered), then the
+    # integration pass
+    "segments_s": "segments",
+    "integration_s": "integration",
 }
 
 

@@ -96,6 +96,22 @@ class VideoOptions(_Closed):
     )
     start: float | None = Field(default=None, ge=0, description="clip start, seconds")
     end: float | None = Field(default=None, gt=0, description="clip end, seconds")
+    segments: str | float = Field(
+        default="auto",
+        description="a video (or clip) longer than five minutes: auto cuts it into segments "
+        "of 300 s, asked in parallel and integrated into one answer; off asks in one pass "
+        "(150 frames spread over the whole video); a number (60-300) is the seconds per "
+        "segment",
+    )
+
+    @field_validator("segments", mode="before")
+    @classmethod
+    def _segments(cls, value: Any) -> Any:
+        if value in ("auto", "off"):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and 60 <= value <= 300:
+            return float(value)
+        raise ValueError('must be "auto", "off" or the seconds per segment, from 60 to 300')
 
     @model_validator(mode="after")
     def _clip_order(self) -> VideoOptions:
@@ -288,12 +304,24 @@ class StructuredAnswer(_EveryKey):
     )
 
 
+class SegmentUsage(BaseModel):
+    """One segment of a segmented answer: where it is, what the model saw, what it said."""
+
+    start: float  # seconds of the whole video
+    end: float
+    frames: int
+    video_tokens: int
+    has_audio: bool
+    answer: str  # the segment's own answer, its times in the whole video's seconds
+
+
 class VideoUsage(BaseModel):
     frames: int
     has_audio: bool
     video_tokens: int
     duration_s: float
     clip: list[float] | None = None
+    segments: list[SegmentUsage] | None = None  # a segmented answer only
 
 
 class FileObject(BaseModel):

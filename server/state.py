@@ -8,23 +8,27 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .chat.service import ChatService
+from .chat.upstream_requests import Integrator
 from .config import Settings
 from .db import Database
 from .db.leases import Leases
 from .files import FileStore
 from .inflight import InFlight
-from .ingest import Ingestor
 from .keys.auth import check_bind
 from .keys.tenancy import Tenancy
 from .metrics import Metrics
 from .upstream import Upstream
-from .videos import VideoSources, prepare_forward_dir
+from .video.forward import prepare_forward_dir
+from .video.service import VideoService
+from .video.workers import DecodeWorkers
 
 
 class Gateway:
     """Settings, metrics, the database, stored files, keys and their limits, the in-flight
-    count; while the app runs (`start` to `stop`), the decode workers, the video sources
-    and the upstream client."""
+    count; while the app runs (`start` to `stop`), the decode workers, the video service,
+    the upstream client (and the integrator's, when it is another server) and the chat
+    service."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -42,9 +46,11 @@ class Gateway:
             self.db, self.leases, settings.admin_secret(), settings.isolate_mm_cache
         )
         self.inflight = InFlight(settings.max_inflight, self.metrics.inflight)
-        self._ingestor: Ingestor | None = None
-        self._videos: VideoSources | None = None
+        self._workers: DecodeWorkers | None = None
+        self._videos: VideoService | None = None
         self._upstream: Upstream | None = None
+        self._integrator_upstream: Upstream | None = None
+        self._chat: ChatService | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -54,29 +60,38 @@ class Gateway:
         await asyncio.to_thread(self.tenancy.start)
         if s.shared_forward:
             prepare_forward_dir(s)  # writable, or the gateway does not start
-        self._ingestor = Ingestor(s, self.metrics)
-        self._videos = VideoSources(s, self.metrics, self.store, self._ingestor)
+        self._workers = DecodeWorkers(s, self.metrics)
+        self._videos = VideoService(s, self.metrics, self.store, self._workers)
         self._upstream = Upstream(s.upstream_url, s.upstream_api_key, s.upstream_timeout_s)
-        await self._ingestor.warm_up()
+        if s.integrator_url:
+            self._integrator_upstream = Upstream(
+                s.integrator_url, s.integrator_api_key, s.upstream_timeout_s
+            )
+            integrator = Integrator(self._integrator_upstream, s.integrator_model, external=True)
+        else:
+            integrator = Integrator(self._upstream, s.integrator_model, external=False)
+        self._chat = ChatService(self, integrator)
+        await self._workers.warm_up()
         # A smaller budget, expired files, leftovers of a gateway that died
         await asyncio.to_thread(self.store.sweep)
         await self.leases.start()
 
     async def stop(self) -> None:
         await self.leases.stop()
-        if self._upstream is not None:
-            await self._upstream.close()
-        if self._ingestor is not None:
-            self._ingestor.shutdown()
+        for upstream in (self._upstream, self._integrator_upstream):
+            if upstream is not None:
+                await upstream.close()
+        if self._workers is not None:
+            self._workers.shutdown()
         self.db.close()
 
     @property
-    def ingestor(self) -> Ingestor:
-        assert self._ingestor is not None, "the gateway has not started"
-        return self._ingestor
+    def workers(self) -> DecodeWorkers:
+        assert self._workers is not None, "the gateway has not started"
+        return self._workers
 
     @property
-    def videos(self) -> VideoSources:
+    def videos(self) -> VideoService:
         assert self._videos is not None, "the gateway has not started"
         return self._videos
 
@@ -85,9 +100,17 @@ class Gateway:
         assert self._upstream is not None, "the gateway has not started"
         return self._upstream
 
+    @property
+    def chat(self) -> ChatService:
+        assert self._chat is not None, "the gateway has not started"
+        return self._chat
+
+    def public_name(self, upstream_name: str | None) -> str:
+        return public_model_name(self.settings, upstream_name)
+
     async def model_name(self) -> str:
         """The model's public name (vLLM's own name for it may be the checkpoint's path)."""
-        return public_model_name(self.settings, await self.upstream.model(self.settings.model))
+        return self.public_name(await self.upstream.model(self.settings.model))
 
 
 # What a client sees as the model's name: never a server path.

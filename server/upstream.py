@@ -211,7 +211,10 @@ class Body:
     in memory), or a plain URL (shared mode's file://), which goes in the JSON as it is."""
 
     def __init__(self, payload: dict, video: BinaryIO | str | None, size: int, mime: str):
-        parts = [p for p in payload["messages"][0]["content"] if p["type"] == "video_url"]
+        content = payload["messages"][0]["content"]  # text alone: the integration pass
+        parts = (
+            [p for p in content if p["type"] == "video_url"] if isinstance(content, list) else []
+        )
         if isinstance(video, str):
             for part in parts:
                 part["video_url"]["url"] = video

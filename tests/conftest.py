@@ -95,3 +95,12 @@ def postgres() -> Iterator[object]:
     server = start_postgres(free_port())
     yield server
     remove(server)
+
+
+@pytest.fixture(scope="session")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 7-minute synthetic video (a colour card and a tone per minute, 160x90, 2 fps), made
+    once per session (~2 s): long enough to be cut into segments (`video.segments`)."""
+    from media_factory import make_long_video
+
+    return make_long_video(tmp_path_factory.mktemp("long") / "cards-420s.mp4", seconds=420)

@@ -14,7 +14,7 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
         check=True,
-        timeout=120,
+        timeout=300,
     )
 
 
@@ -65,3 +65,65 @@ def sized_clip(path: Path, size: str) -> Path:
         "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(path),
     )  # fmt: skip
     return path
+
+
+# A colour card and a tone per `card_s` seconds: card k has luma 40 + 15 * (k mod 12) and a
+# tone of 300 + 50 * (k mod 16) Hz, so what a segment or clip holds is known by its seconds.
+CARD_VIDEO = (
+    "color=c=black:s={size}:r={fps}:d={seconds},format=yuv420p,"
+    "geq=lum='40+15*mod(floor(T/{card_s}),12)':cb='128+60*sin(floor(T/{card_s})*1.7)'"
+    ":cr='128+60*cos(floor(T/{card_s})*2.3)'"
+)
+CARD_TONE = (
+    "aevalsrc=exprs='0.4*sin(2*PI*(300+50*mod(floor(t/{card_s}),16))*t)':s=16000:d={seconds}"
+)
+
+
+def card_luma(second: float, card_s: float = 60) -> int:
+    """The luma of the colour card shown at `second` (see `make_long_video`)."""
+    return 40 + 15 * (int(second // card_s) % 12)
+
+
+def make_long_video(
+    path: Path,
+    *,
+    seconds: float,
+    card_s: float = 60,
+    size: str = "160x90",
+    fps: float = 2,
+    gop_s: float = 10,
+    audio: bool = True,
+) -> Path:
+    """A long synthetic video made in seconds (40 minutes: ~9 s on 2 cores): a colour card
+    and a tone per `card_s` seconds, low resolution, `fps` frames a second, a keyframe every
+    `gop_s` seconds (what a seek can land on)."""
+    inputs = [
+        "-f",
+        "lavfi",
+        "-i",
+        CARD_VIDEO.format(size=size, fps=fps, seconds=seconds, card_s=card_s),
+    ]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", CARD_TONE.format(seconds=seconds, card_s=card_s)]
+    video = ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(max(1, round(gop_s * fps)))]
+    sound = ["-c:a", "aac", "-ac", "1", "-b:a", "32k"] if audio else ["-an"]
+    ffmpeg(*inputs, *video, "-pix_fmt", "yuv420p", *sound, "-shortest", str(path))
+    return path
+
+
+def card_colours(path: Path, count: int, card_s: float = 60) -> list:
+    """The mean RGB of each of the first `count` cards of a `make_long_video` video, read
+    by PyAV from the first frame of its middle second."""
+    import av
+
+    found = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = container.decode(stream)
+        for k in range(count):
+            second = k * card_s + card_s / 2
+            frame = next(f for f in frames if f.time >= second)
+            rgb = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
+            found.append(rgb[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].reshape(-1, 3).mean(axis=0))
+    return found

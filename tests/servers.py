@@ -170,3 +170,17 @@ def upload_video(base: str, path: Path, timeout: float = 120) -> httpx.Response:
             data={"purpose": "user_data"},
             timeout=timeout,
         )
+
+
+def prepare_container(
+    path: Path, out: Path, encoding: str = "jpeg-flac", **job: object
+) -> tuple[bytes, object]:
+    """What a gateway decode worker makes of `path` (the typed job, run in this process
+    under generous limits): (the prepared container's bytes, its VideoSummary)."""
+    from server.video.jobs import PrepareJob, run_job
+
+    settings = {"max_duration_s": 3600.0, "max_pixels": 3840 * 2160, "timeout_s": 300.0}
+    summary = run_job(
+        PrepareJob(path=str(path), out=str(out), encoding=encoding, **{**settings, **job})
+    )
+    return out.read_bytes(), summary

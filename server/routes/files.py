@@ -11,7 +11,6 @@ from contextlib import ExitStack
 
 from fastapi import APIRouter, Request, Response
 
-from ..errors import APIError
 from ..files import StoredFile
 from ..keys.auth import Caller, CallerDep
 from ..request_log import server_timing
@@ -33,6 +32,8 @@ def _file_object(stored: StoredFile) -> FileObject:
         video={
             k: stored.video.get(k)
             for k in ("frames", "duration", "has_audio", "video_duration_s", "width", "height")
+            # a long video: the segments its questions are asked in (video.segments auto)
+            + (("segments",) if "segments" in stored.video else ())
         },
     )
 
@@ -41,6 +42,8 @@ def _file_object(stored: StoredFile) -> FileObject:
 async def upload_file(
     request: Request, response: Response, gateway: GatewayDep, caller: CallerDep
 ) -> FileObject:
+    """The upload streamed to disk (its cap enforced as bytes arrive), then checked and
+    kept by the video service: prepared now up to five minutes, measured only beyond."""
     with ExitStack() as held:
         # The key's rate and concurrency limits (429) before a byte is read.
         await gateway.tenancy.admit(caller, request, held, upload=True)
@@ -51,9 +54,7 @@ async def _upload(
     request: Request, response: Response, gateway: Gateway, caller: Caller
 ) -> FileObject:
     s = gateway.settings
-    quota = caller.limits.storage_bytes
-    store = gateway.store
-    dest = store.incoming_path()
+    dest = gateway.store.incoming_path()
     fields = request.state.log
     t0 = time.perf_counter()
     try:
@@ -65,49 +66,17 @@ async def _upload(
             s.upload_total_timeout_s,
         )
         fields["receive_s"] = round(time.perf_counter() - t0, 4)
-        gateway.metrics.upload_bytes.inc(upload.size)
-        fields["bytes_in"] = upload.size
-        if upload.size == 0:
-            raise APIError(400, "the uploaded file is empty (0 bytes)", "empty_file")
-        if upload.size > store.budget_bytes:  # refused before decoding it
-            raise APIError(
-                413,
-                f"the video ({upload.size / 2**20:.1f} MiB) is larger than the file "
-                f"store's whole budget ({store.budget_bytes / 2**20:g} MiB)",
-                "file_exceeds_storage",
-            )
-        # The key's storage quota, before decoding it.
-        await asyncio.to_thread(store.check_quota, caller.key_id, quota, upload.size)
-        container, summary = await gateway.ingestor.prepare(dest)
-        t_store = time.perf_counter()
-        try:
-            stored = await asyncio.to_thread(
-                store.add,
-                dest,
-                upload.filename,
-                upload.purpose,
-                upload.size,
-                container,
-                summary.as_dict(),
-                None,
-                caller.key_id,
-                quota,
-            )
-            fields["store_s"] = round(time.perf_counter() - t_store, 4)
-        finally:
-            container.unlink(missing_ok=True)
+        stored = await gateway.videos.store_upload(
+            dest,
+            upload.filename,
+            upload.purpose,
+            upload.size,
+            fields,
+            owner=caller.key_id,
+            quota_bytes=caller.limits.storage_bytes,
+        )
     finally:
         dest.unlink(missing_ok=True)
-    if summary.notes:
-        fields["video_notes"] = summary.notes
-    fields.update(
-        file_id=stored.id,
-        frames=summary.frames,
-        decode_s=summary.decode_s,
-        encode_s=summary.encode_s,
-        decode_wait_s=summary.wait_s,
-        prepared_bytes=summary.prepared_bytes,
-    )
     response.headers["Server-Timing"] = server_timing(fields)
     return _file_object(stored)
 

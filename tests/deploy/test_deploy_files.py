@@ -40,6 +40,10 @@ GATEWAY_METRICS = {
     "arc_gateway_upload_bytes_total": "counter",
     "arc_gateway_forwarded_bytes_total": "counter",
     "arc_gateway_frames_sampled": "histogram",
+    "arc_gateway_segmented_requests_total": "counter",
+    "arc_gateway_segments_total": "counter",
+    "arc_gateway_integration_passes_total": "counter",
+    "arc_gateway_integration_seconds": "histogram",
 }
 # vLLM's metrics the dashboard needs (names as registered; counters gain `_total`), used
 # when vLLM's source is not installed to read them from.

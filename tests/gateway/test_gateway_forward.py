@@ -393,7 +393,7 @@ def test_forward_settings(tmp_path: Path) -> None:
 def test_start_up_check_of_the_forward_folder(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from server.videos import prepare_forward_dir
+    from server.video.forward import prepare_forward_dir
 
     folder = tmp_path / "forward"
     folder.mkdir()

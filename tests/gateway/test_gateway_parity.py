@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import prepare_container
 
-from server.ingest import prepare_job
 from vllm_plugin import video_loader
 from vllm_plugin.features import whisper_features
 
@@ -16,9 +16,9 @@ from vllm_plugin.features import whisper_features
 @pytest.mark.parametrize(
     "name", ["w33698kgs05.mp4", "c3522vbgwaw.mp4", "q35134y59x8.mp4", "syn_noaudio_8s.mp4"]
 )
-def test_forwarded_container_matches_direct(name: str, media_dir: Path) -> None:
+def test_forwarded_container_matches_direct(name: str, media_dir: Path, tmp_path: Path) -> None:
     path = media_dir / name
-    container, summary = prepare_job(str(path), None, None, 3600, 3840 * 2160, 300, None)
+    container, summary = prepare_container(path, tmp_path / "out.arcz")
     forwarded, forwarded_meta = video_loader.load_video_bytes(container)
     direct, direct_meta = video_loader.load_video_bytes(path.read_bytes())
 
@@ -32,8 +32,8 @@ def test_forwarded_container_matches_direct(name: str, media_dir: Path) -> None:
     assert features.shape == reference.shape
     assert np.abs(features - reference).mean() < 0.12
     # The compact form, stated: its size against the original.
-    assert summary["prepared_bytes"] == len(container)
+    assert summary.prepared_bytes == len(container)
     print(
         f"{name}: forwarded {len(container) / 1e6:.2f} MB for {path.stat().st_size / 1e6:.2f} MB"
-        f" ({summary['frames']} frames), worst frame {frame_mad.max():.2f}/255"
+        f" ({summary.frames} frames), worst frame {frame_mad.max():.2f}/255"
     )

@@ -19,10 +19,11 @@ from servers import free_port, start_engine, start_gateway, stop
 
 from server.config import Settings
 from server.errors import invalid_request
-from server.ingest import Ingestor
 from server.metrics import Metrics
 from server.priority import BATCH, INTERACTIVE, MAX_PRIORITY, PriorityHandout
 from server.schemas import ChatCompletionRequest
+from server.video.jobs import PrepareJob
+from server.video.workers import DecodeWorkers
 
 
 def test_handout_serves_the_lowest_priority_first_then_arrival() -> None:
@@ -85,15 +86,19 @@ def test_decode_jobs_wait_by_priority(tmp_path: Path) -> None:
 
     async def scenario() -> dict[str, float]:
         settings = Settings(decode_workers=1, files_dir=str(tmp_path / "files"))
-        ingestor = Ingestor(settings, Metrics())
-        await ingestor.warm_up()
+        workers = DecodeWorkers(settings, Metrics())
+        await workers.warm_up()
+
+        def job(path: Path) -> PrepareJob:
+            return workers.job(path, path.with_suffix(".arcz"))
+
         try:
-            jobs = [ingestor.prepare(busy)]  # takes the idle worker at once
-            jobs += [ingestor.prepare(clips[n], priority=priorities[n]) for n in clips]
+            jobs = [workers.run(job(busy))]  # takes the idle worker at once
+            jobs += [workers.run(job(clips[n]), priority=priorities[n]) for n in clips]
             results = await asyncio.gather(*jobs)
         finally:
-            ingestor.shutdown()
-        return {name: summary.started_at for name, (_, summary) in zip(["busy", *clips], results)}
+            workers.shutdown()
+        return {name: summary.started_at for name, summary in zip(["busy", *clips], results)}
 
     started = asyncio.run(scenario())
     assert sorted(started, key=started.__getitem__) == ["busy", "i1", "i2", "b1", "b2"]

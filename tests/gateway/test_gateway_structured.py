@@ -18,7 +18,7 @@ from media_factory import make_clip
 from pydantic import BaseModel, Field, ValidationError
 from servers import free_port, start_gateway, stop, upload_video
 
-from server.answers import JSON_ANSWER, parse_answer
+from server.chat.answers import JSON_ANSWER, parse_answer
 from server.config import Settings, load_settings
 from server.errors import APIError, invalid_request
 from server.response_format import (
@@ -327,7 +327,7 @@ def test_engine_refusals_of_a_schema_are_invalid_response_format(message: str, s
 def test_engine_failures_under_a_schema_are_the_schemas_other_failures_stay_502() -> None:
     import json as json_module
 
-    from server.routes.chat import annotate_chunk
+    from server.chat.stream import annotate_chunk
     from server.upstream import raise_for_upstream
 
     failure = _vllm(500, "Internal server error")

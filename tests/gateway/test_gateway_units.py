@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arc_media import prepared as prepared_media
-from server.answers import parse_answer
+from server.chat.answers import parse_answer
 from server.config import build_parser, load_settings
 from server.errors import APIError
 from server.files import FileStore
@@ -104,17 +104,17 @@ def test_prepared_container_round_trip_and_refusals() -> None:
 
 WORKER_UNDER_A_TIGHT_LIMIT = """
 import re, sys
-from server import ingest
+from server.video import jobs, workers
 from arc_media import pipeline  # loaded before the worker's heap is measured
 from arc_media.limits import MediaError
 
 def data_mb():
     return int(re.search(r"VmData:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
 
-ingest.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, not a 4K DPB
-ingest.limit_worker_memory(1)
+workers.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, not a 4K DPB
+workers.limit_worker_memory(1)
 try:
-    ingest.prepare_job(sys.argv[1], None, None, 600.0, 10**9, 120.0, None)
+    jobs.run_job(jobs.PrepareJob(sys.argv[1], sys.argv[1] + ".arcz", max_pixels=10**9, timeout_s=120.0))
 except (MemoryError, MediaError) as exc:
     print("refused:", type(exc).__name__, exc)
     sys.exit(0)
@@ -437,7 +437,7 @@ def test_upstream_body_writes_the_video_piece_by_piece(tmp_path: Path) -> None:
 def test_stream_error_chunks_are_in_the_gateways_words() -> None:
     import json
 
-    from server.routes.chat import annotate_chunk
+    from server.chat.stream import annotate_chunk
 
     dump = json.dumps(
         {"error": {"message": "1 validation error\n input_value={'x': 1}", "code": 400}}
@@ -636,7 +636,7 @@ def test_upstream_refusals_name_the_parameter_and_the_limit(
 def test_structured_answer_has_every_key() -> None:
     import json
 
-    from server.routes.chat import annotate_chunk
+    from server.chat.stream import annotate_chunk
     from server.schemas import Choice, ChoiceMessage
 
     keys = ["thinking", "answer", "segments"]

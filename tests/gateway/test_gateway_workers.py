@@ -14,27 +14,32 @@ from pathlib import Path
 import httpx
 import pytest
 from media_factory import make_clip, sized_clip
-from servers import free_port, start_gateway, stop
+from servers import free_port, prepare_container, start_gateway, stop
 
 from server.config import Settings
 from server.errors import APIError
-from server.ingest import Ingestor, prepare_job
 from server.metrics import Metrics
+from server.video.jobs import PrepareJob, VideoSummary, run_job
+from server.video.workers import DecodeWorkers
 
 
-def crashing_job(path: str, *args: object) -> tuple[bytes, dict]:
-    """prepare_job, but the worker dies on a "poison" video, and on a "once" video the
+def crashing_job(job: PrepareJob) -> VideoSummary:
+    """run_job, but the worker dies on a "poison" video, and on a "once" video the
     first time only (a crash that was not the video's fault)."""
-    name = Path(path).name
+    name = Path(job.path).name
     if "poison" in name:
         time.sleep(0.5)  # the other jobs are under way by now
         os.kill(os.getpid(), signal.SIGKILL)
     if "once" in name:
-        marker = Path(path + ".crashed")
+        marker = Path(job.path + ".crashed")
         if not marker.exists():
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
-    return prepare_job(path, *args)
+    return run_job(job)
+
+
+def _job(workers: DecodeWorkers, path: Path) -> PrepareJob:
+    return workers.job(path, path.with_suffix(".arcz"))
 
 
 def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path) -> None:
@@ -44,23 +49,23 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path) -> None:
 
     async def scenario() -> list:
         settings = Settings(decode_workers=2, files_dir=str(tmp_path / "files"))
-        ingestor = Ingestor(settings, Metrics(), job=crashing_job)
-        await ingestor.warm_up()
+        workers = DecodeWorkers(settings, Metrics(), run=crashing_job)
+        await workers.warm_up()
         try:
             results = await asyncio.gather(
-                ingestor.prepare(good),
-                ingestor.prepare(poison),
-                ingestor.prepare(once),
+                workers.run(_job(workers, good)),
+                workers.run(_job(workers, poison)),
+                workers.run(_job(workers, once)),
                 return_exceptions=True,
             )
-            alive = [w.process.is_alive() for w in ingestor.workers]
+            alive = [w.process.is_alive() for w in workers.workers]
             return [*results, alive]
         finally:
-            ingestor.shutdown()
+            workers.shutdown()
 
     good_result, poison_result, once_result, alive = asyncio.run(scenario())
     assert not isinstance(good_result, BaseException), good_result
-    assert good_result[1].frames == 20
+    assert good_result.frames == 20 and good.with_suffix(".arcz").stat().st_size > 0
     assert isinstance(poison_result, APIError), poison_result
     assert poison_result.status_code == 422 and poison_result.code == "decoder_crashed"
     # Retried once in a fresh worker, where it did not crash.
@@ -136,12 +141,12 @@ def test_tiny_and_extreme_frames_are_prepared(size: str, tmp_path: Path) -> None
     never a 500."""
     path = sized_clip(tmp_path / f"{size}.mp4", size)
     height = int(size.split("x")[1])
-    container, summary = prepare_job(str(path), None, None, 600.0, 3840 * 2160, 120.0, None)
-    assert summary["frames"] == 2 and container
-    assert bool(summary["notes"]) == (height < 20)
+    container, summary = prepare_container(path, tmp_path / "out.arcz")
+    assert summary.frames == 2 and container
+    assert bool(summary.notes) == (height < 20)
 
 
-def failing_job(path: str, *args: object) -> tuple[bytes, dict]:
+def failing_job(job: PrepareJob) -> VideoSummary:
     """An error no handler knows, raised in the worker."""
     raise KeyError("something no one mapped")
 
@@ -151,14 +156,14 @@ def test_an_unmapped_error_in_a_worker_is_a_4xx(tmp_path: Path) -> None:
 
     async def scenario() -> BaseException | None:
         settings = Settings(decode_workers=1, files_dir=str(tmp_path / "files"))
-        ingestor = Ingestor(settings, Metrics(), job=failing_job)
-        await ingestor.warm_up()
+        workers = DecodeWorkers(settings, Metrics(), run=failing_job)
+        await workers.warm_up()
         try:
-            await ingestor.prepare(video)
+            await workers.run(_job(workers, video))
         except APIError as e:
             return e
         finally:
-            ingestor.shutdown()
+            workers.shutdown()
         return None
 
     error = asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""server.safe_fetch against a real HTTP(S) server on 127.0.0.1 (no outside network needed).
+"""server.video.safe_fetch against a real HTTP(S) server on 127.0.0.1 (no outside network needed).
 
 Refusals of blocked addresses happen before any connection, so URLs such as
 http://169.254.169.254/ never leave the machine. Slow endpoints wait on an event that the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from server import safe_fetch
-from server.safe_fetch import FetchError, FetchPolicy, FetchResult, fetch_to_file
+from server.video import safe_fetch
+from server.video.safe_fetch import FetchError, FetchPolicy, FetchResult, fetch_to_file
 
 BODY = bytes(range(256)) * 400  # 102,400 bytes
 STALL_S = 5.0  # longest any handler waits; the tests' timeouts are far below it

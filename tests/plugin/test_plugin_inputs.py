@@ -561,9 +561,8 @@ def test_shared_forward_gives_what_the_plugin_makes_of_the_file(
     file:// URL in the allowed folder, gives the processor the same outputs as the original
     file sent to the `arc` loader: pixels bit-exact, features equal (within 1e-4 allowed),
     the same ids and positions. The JPEG/FLAC container's distance is printed beside it."""
+    from servers import prepare_container
     from vllm.multimodal.media.connector import MediaConnector
-
-    from server.ingest import prepare_job
 
     path = media_dir / name
     direct = run(processor, video_io().load_bytes(path.read_bytes()))
@@ -573,9 +572,8 @@ def test_shared_forward_gives_what_the_plugin_makes_of_the_file(
     )
     got = {}
     for encoding in ("raw", "jpeg-flac"):
-        container, _ = prepare_job(str(path), None, None, 3600, 3840 * 2160, 300, None, encoding)
         forwarded = tmp_path / f"{encoding}.arcz"
-        forwarded.write_bytes(container)
+        prepare_container(path, forwarded, encoding)
         got[encoding] = run(processor, media.fetch_video(forwarded.resolve().as_uri()))
     for encoding, result in got.items():
         pixels = (result["pixel_values"].float() - direct["pixel_values"].float()).abs()

@@ -46,6 +46,9 @@ def test_summary_prompt_equals_golden(golden_dir: Path) -> None:
 
 def test_plain_question_and_refusals() -> None:
     assert render("<vid>\nHi", task="none") == "<|startoftext|><vid>\nHi<sep>"
+    # No video at all (the gateway's integration pass): the text alone.
+    assert render("Joined?", task="none") == "<|startoftext|>Joined?<sep>"
+    assert render("Joined?", task="qa") == "<|startoftext|>Joined?\n" + INSTRUCTIONS["qa"] + "<sep>"
     with pytest.raises(ValueError, match="unknown task"):
         render("<vid>\nHi", task="poem")
     env_messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]

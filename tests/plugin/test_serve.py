@@ -77,6 +77,29 @@ def test_streaming(server, media_dir: Path) -> None:
     assert chunks and chunks[-1].choices[0].finish_reason in ("length", "stop")
 
 
+def test_a_text_only_message_is_answered(server) -> None:
+    """What the gateway's integration pass sends: one user message and no video, with the
+    template's task `none` (the prompt holds its own instruction) or a task's instruction."""
+    base, ckpt = server
+    from transformers import AutoTokenizer
+
+    from vllm_plugin.prompts import INSTRUCTIONS
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    text = "[Segment 1 of 2, 00:00:00-00:05:00]\nA red card.\n\nWhich colours?"
+    for task, tail in (("none", ""), ("qa", "\n" + INSTRUCTIONS["qa"])):
+        reply = client(base).chat.completions.create(
+            model="arc-tiny",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=2,
+            extra_body={"chat_template_kwargs": {"task": task}},
+        )
+        assert reply.choices[0].message.content is not None
+        # <|startoftext|> + the text (+ the instruction) + <sep>
+        expected = 2 + len(tok.encode(text + tail, add_special_tokens=False))
+        assert reply.usage.prompt_tokens == expected, task
+
+
 def bad_videos(media: Path, tmp: Path) -> dict[str, bytes]:
     audio_only = tmp / "audio_only.m4a"
     subprocess.run(

@@ -1,9 +1,5 @@
-"""Video ingestion in a bounded pool of worker processes.
+"""The decode workers: a bounded pool of processes that run `PrepareJob`s (`jobs.py`).
 
-Each job runs the project's one preprocessing pipeline (`arc_media.pipeline`, the
-code the plugin runs on a raw video) on a file on disk and returns the prepared form in
-the container the plugin's `arc` loader reads (`arc_media.prepared`): the compact JPEG/FLAC
-encoding in container mode, the raw one (no codec) in shared mode.
 Workers are separate processes so a hostile file can only take down a worker: ffmpeg
 runs with protocol and demuxer allow-lists, `-nostdin`, no shell, bounded probing, and
 address-space, CPU-seconds and wall-clock limits; the frames decode in the worker itself
@@ -14,6 +10,8 @@ Each worker is its own process with its own pipe, so a worker that dies (a hosti
 the OOM killer) fails only the job it held: that job is retried once in a fresh worker
 (the crash may not have been the video's fault), and the dead worker alone is replaced.
 A job that runs past its time limit, or whose client went away, has its worker killed.
+The prepared container goes through a file (`job.out`), never through the pipe; the pipe
+carries the job and its small answer (`VideoSummary` or `VideoLength`).
 """
 
 from __future__ import annotations
@@ -30,44 +28,19 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .errors import APIError
-from .keys.limits import duration_limit
-from .metrics import Metrics
-from .priority import INTERACTIVE, PriorityHandout
+from ..config import Settings
+from ..errors import APIError
+from ..keys.limits import duration_limit
+from ..metrics import Metrics
+from ..priority import INTERACTIVE, PriorityHandout
+from .jobs import JobResult, PrepareJob, VideoLength, run_job
 
 log = logging.getLogger("arc.gateway")
-
-
-@dataclass
-class VideoSummary:
-    """What the gateway tells the client (usage) and logs about a prepared video."""
-
-    frames: int
-    duration: int  # D, seconds of audio the model hears (docs/preprocessing.md#reconciling-d-and-n)
-    has_audio: bool
-    video_duration_s: float
-    width: int
-    height: int
-    video_codec: str | None
-    audio_codec: str | None
-    source_bytes: int
-    prepared_bytes: int
-    probe_s: float
-    decode_s: float  # the pipeline: probe, frames, audio (docs/architecture.md#where-the-time-goes)
-    encode_s: float = 0.0  # the forward form written from the prepared video
-    clip: list[float] | None = None
-    started_at: float = 0.0  # wall clock when a worker took the job
-    wait_s: float = 0.0  # time the job waited for a free worker
-    notes: list[str] = field(default_factory=list)  # what was done differently, and why
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _exit_with(parent_pid: int) -> None:
@@ -115,94 +88,16 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) 
             return
         if job is None:
             return
-        function, args, out = job
+        run, prepare = job
         try:
-            container, summary = function(*args)
-            # Through a file, not the pipe: a pipe message of N bytes costs the receiver
-            # 2-3 N on the way (multiprocessing's growing buffer), a file read N. A job
-            # that wrote the file itself (`out`, its last argument) returns None.
-            if container is not None:
-                Path(out).write_bytes(container)
-            del container
+            result = run(prepare)
         except BaseException as exc:  # noqa: BLE001  (everything goes back to the gateway)
             try:
                 conn.send(("error", exc))
             except Exception:  # noqa: BLE001  (one that does not pickle: its text does)
                 conn.send(("error", RuntimeError("".join(traceback.format_exception(exc)))))
             continue
-        conn.send(("ok", summary))
-
-
-def prepare_job(
-    path: str,
-    start: float | None,
-    end: float | None,
-    max_duration_s: float,
-    max_pixels: int,
-    timeout_s: float,
-    font: str | None,
-    encoding: str = "jpeg-flac",
-    out: str | None = None,
-) -> tuple[bytes | None, dict]:
-    """Runs in a worker: file -> (prepared container bytes, summary); `encoding` is the
-    container's (arc_media.prepared: "jpeg-flac" or "raw"). Given `out`, the container is
-    written there instead (the raw frames go from their array to the file, no copy) and
-    None is returned in its place."""
-    from arc_media import prepared
-    from arc_media.limits import Limits
-    from arc_media.pipeline import prepare_video
-
-    started_at = time.time()
-    t0 = time.perf_counter()
-    probed_at: list[float] = []
-
-    def progress(line: str) -> None:
-        if line.startswith("probe:") and not probed_at:
-            probed_at.append(time.perf_counter() - t0)
-
-    limits = Limits(max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s)
-    video = prepare_video(
-        path, font_path=font, start=start, end=end, limits=limits, progress=progress
-    )
-    decoded_s = time.perf_counter() - t0
-    info = {"intervals": [list(i) for i in video.intervals], "frame_indices": video.frame_indices}
-    container: bytes | None = None
-    if out is None:
-        container = prepared.encode(
-            video.frames, video.audio, video.duration, info, encoding=encoding
-        )
-        size = len(container)
-    else:
-        with open(out, "wb") as handle:
-            prepared.write(
-                handle, video.frames, video.audio, video.duration, info, encoding=encoding
-            )
-            size = handle.tell()
-    encode_s = time.perf_counter() - t0 - decoded_s
-    probe = video.probe
-    summary = VideoSummary(
-        frames=video.num_frames,
-        duration=int(video.duration),
-        has_audio=bool(probe.has_audio),
-        video_duration_s=round(float(probe.duration), 3),
-        width=probe.width,
-        height=probe.height,
-        video_codec=probe.video_codec,
-        audio_codec=probe.audio_codec,
-        source_bytes=int(Path(path).stat().st_size),
-        prepared_bytes=size,
-        probe_s=round(probed_at[0] if probed_at else 0.0, 4),
-        decode_s=round(decoded_s, 4),
-        encode_s=round(encode_s, 4),
-        clip=list(video.clip) if video.clip else None,
-        started_at=started_at,
-    )
-    if int(0.05 * probe.height) < 1:  # arc_media.overlay.draw_timestamp's font size
-        summary.notes.append(
-            f"timestamp overlay skipped: frames {probe.height} px high (the authors' font "
-            "size, 5% of the height, is 0)"
-        )
-    return container, summary.as_dict()
+        conn.send(("ok", result))
 
 
 class WorkerDied(Exception):
@@ -233,10 +128,10 @@ class _Worker:
             self.process.join(1)
             raise WorkerDied(f"exit code {self.process.exitcode}") from None
 
-    async def run(self, function: Callable, args: tuple, out: Path, timeout_s: float) -> dict:
-        """`function(*args)` -> (container, summary): the summary; the container is in `out`."""
+    async def run(self, run: Callable, job: PrepareJob, timeout_s: float) -> JobResult:
+        """`run(job)` in the worker: its answer (the container is in `job.out`)."""
         await self.ready
-        self.conn.send((function, args, str(out)))
+        self.conn.send((run, job))
         receiving = asyncio.get_running_loop().run_in_executor(self.threads, self._receive)
         kind, value = await asyncio.wait_for(receiving, timeout_s)
         if kind == "error":
@@ -261,25 +156,50 @@ class _Worker:
         self.conn.close()
 
 
-class Ingestor:
-    """Admission (a bounded queue) in front of the decode workers."""
+class DecodeWorkers:
+    """The worker processes, behind admission (a bounded queue): `run(job)`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, job: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        run: Callable[[PrepareJob], JobResult] | None = None,
+    ):
         self.settings = settings
         self.metrics = metrics
-        self.job = job or prepare_job  # tests inject faults here
+        self.run_in_worker = run or run_job  # tests inject faults here
         # The forward form: raw where the engine reads the gateway's files (shared mode).
         self.encoding = "raw" if settings.shared_forward else "jpeg-flac"
         self.pending = 0
-        # Where workers leave prepared containers (the file store's, on the same disk).
-        self.out_dir = Path(settings.files_dir) / ".incoming"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         # Idle workers go to the waiting job with the lowest priority number (interactive
         # before batch), first come first served within one.
         self.idle: PriorityHandout[_Worker] = PriorityHandout()
         self.workers: set[_Worker] = set()
         # One thread per worker waiting on its pipe, and room for killed workers' threads.
         self.threads = ThreadPoolExecutor(2 * settings.decode_workers + 2, "arc-decode-pipe")
+
+    def job(
+        self,
+        path: Path,
+        out: Path,
+        start: float | None = None,
+        end: float | None = None,
+        split_above_s: float | None = None,
+    ) -> PrepareJob:
+        """A job for `path` under the gateway's limits, its container written to `out`."""
+        s = self.settings
+        return PrepareJob(
+            path=str(path),
+            out=str(out),
+            start=start,
+            end=end,
+            max_duration_s=min(s.max_duration_s, duration_limit.get()),  # a key may allow less
+            max_pixels=s.max_pixels,
+            timeout_s=s.decode_timeout_s,
+            font=s.font,
+            encoding=self.encoding,
+            split_above_s=split_above_s,
+        )
 
     def _new_worker(self) -> _Worker:
         worker = _Worker(self.settings, self.threads)
@@ -312,17 +232,16 @@ class Ingestor:
     def capacity(self) -> int:
         return self.settings.max_queue + self.settings.decode_workers
 
-    async def _run(self, args: tuple, out_dir: Path, priority: int) -> tuple[Path, dict]:
+    async def _on_a_worker(self, job: PrepareJob, priority: int) -> JobResult:
         """One job on an idle worker; a worker that dies gets one retry in a fresh one.
-        The prepared container is left in a file in `out_dir` (the caller's to move or
-        remove): it is never held whole in the gateway's memory."""
+        A failed job leaves no container behind."""
+        out = Path(job.out)
         # A margin over the ffmpeg limit, which normally fires first.
         timeout_s = self.settings.decode_timeout_s + 30
-        out = out_dir / f"{os.urandom(12).hex()}.arcz"
         for attempt in (1, 2):
             worker = await self.idle.get(priority)
             try:
-                summary = await worker.run(self.job, (*args, str(out)), out, timeout_s)
+                result = await worker.run(self.run_in_worker, job, timeout_s)
             except WorkerDied as e:
                 event = {"event": "decode_worker_died", "attempt": attempt, "how": str(e)}
                 log.warning(json.dumps(event))
@@ -340,24 +259,22 @@ class Ingestor:
                 out.unlink(missing_ok=True)
                 raise
             self.idle.put_nowait(worker)
-            return out, summary
+            return result
         raise AssertionError("unreachable")
 
-    async def prepare(
-        self,
-        path: Path,
-        start: float | None = None,
-        end: float | None = None,
-        out_dir: Path | None = None,
-        priority: int = INTERACTIVE,
-    ) -> tuple[Path, VideoSummary]:
-        """(the prepared container's file, in `out_dir` (default: beside the file store),
-        which the caller moves or removes; summary). A job waits for a worker behind the
-        jobs of a lower `priority` number (server.priority: batch decodes wait behind
+    async def run(
+        self, job: PrepareJob, *, admit: bool = True, priority: int = INTERACTIVE
+    ) -> JobResult:
+        """Runs `job` in a worker: a `VideoSummary` with the container in `job.out` (the
+        caller's to move or remove; never held whole in the gateway's memory), or a
+        `VideoLength`. Errors are the gateway's answers (APIError). `admit=False` skips
+        the queue's limit: a long video's later segments, whose request was admitted with
+        its first (the request's own window bounds them). A job waits for a worker behind
+        the jobs of a lower `priority` number (server.priority: batch decodes wait behind
         interactive ones)."""
         from arc_media.limits import FontError, MediaError, MediaTimeoutError
 
-        if self.pending >= self.capacity:
+        if admit and self.pending >= self.capacity:
             raise APIError(
                 429,
                 f"the gateway is decoding {self.pending} videos, its limit; retry shortly",
@@ -367,19 +284,10 @@ class Ingestor:
         self.pending += 1
         self.metrics.queue_depth.set(self.pending)
         s = self.settings
+        path = Path(job.path)
         submitted_at = time.time()
-        args = (
-            str(path),
-            start,
-            end,
-            min(s.max_duration_s, duration_limit.get()),  # the caller's key may allow less
-            s.max_pixels,
-            s.decode_timeout_s,
-            s.font,
-            self.encoding,
-        )
         try:
-            container, summary = await self._run(args, out_dir or self.out_dir, priority)
+            result = await self._on_a_worker(job, priority)
         except MediaTimeoutError as e:
             message = f"the video could not be prepared in time: {_no_path(e, path)}"
             raise APIError(422, message, "video_timeout") from None
@@ -417,15 +325,16 @@ class Ingestor:
         finally:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
-        result = VideoSummary(**summary)
-        result.wait_s = round(max(0.0, result.started_at - submitted_at), 4)
+        result = replace(result, wait_s=round(max(0.0, result.started_at - submitted_at), 4))
+        self.metrics.decode_wait_seconds.observe(result.wait_s)
+        self.metrics.probe_seconds.observe(result.probe_s)
+        if isinstance(result, VideoLength):
+            return result
         for note in result.notes:
             log.warning(json.dumps({"event": "video_note", "note": note}))
-        self.metrics.decode_wait_seconds.observe(result.wait_s)
         self.metrics.decode_seconds.observe(result.decode_s)
-        self.metrics.probe_seconds.observe(result.probe_s)
         self.metrics.frames_sampled.observe(result.frames)
-        return container, result
+        return result
 
 
 def _unprocessable(error: Exception) -> APIError:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 
-from .schemas import Segment, StructuredAnswer
+from ..schemas import Segment, StructuredAnswer
+from ..video.segments import clock
 
 # The `task` that marks a JSON answer.
 JSON_ANSWER = "json"
@@ -26,6 +27,10 @@ _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
 _TIME = r"(\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?|\d{1,3}:\d{1,2}(?:\.\d+)?|\d+(?:\.\d+)?)"
 _RANGE = re.compile(
     _TIME + r"\s*(?:seconds|secs|sec|s)?\s*(?:-|–|to|~)\s*" + _TIME + r"\s*(?:seconds|secs|sec|s)?"
+)
+# A time in the overlay's clock form (HH:MM:SS or MM:SS) inside free text.
+_CLOCK = re.compile(
+    r"(?<![\d:.])(\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?|\d{1,3}:\d{2}(?:\.\d+)?)(?!\d|:\d)"
 )
 
 
@@ -69,3 +74,26 @@ def parse_answer(text: str | None, task: str | None) -> StructuredAnswer:
     if task in ("grounding", "chapters") and final:
         segments = _segments(final, many=task == "chapters")
     return StructuredAnswer(thinking=thinking, answer=final, segments=segments)
+
+
+def shift_times(text: str, offset: float) -> str:
+    """Every clock-form time in `text` (HH:MM:SS, MM:SS: what the overlay shows, counted
+    from a segment's start) moved by `offset` seconds to the whole video's timeline. Plain
+    numbers are left alone: they may be counts."""
+    if not offset:
+        return text
+    return _CLOCK.sub(lambda m: clock(seconds(m.group(1)) + offset), text)
+
+
+def shift_segments(segments: list[Segment] | None, start: float, end: float) -> list[Segment]:
+    """Time ranges read from a segment's answer (its own seconds) on the whole video's
+    timeline, kept inside the segment [start, end]."""
+    length = end - start
+    return [
+        Segment(
+            start=start + min(max(s.start, 0.0), length),
+            end=start + min(max(s.end, 0.0), length),
+            text=s.text,
+        )
+        for s in segments or []
+    ]
