@@ -399,9 +399,15 @@ def test_storage_quota_never_evicts_another_keys_files(
 def test_longest_video(deployment: Deployment, clips: dict[str, Path]) -> None:
     headers = quick_key(deployment.database, "short-only", max_duration_s=4)
     reply = ask(deployment.base, headers, data_url(clips["long"]))
-    error = assert_openai_error(reply, 400, "invalid_video")
-    assert "limit of 4 s" in error["message"]
-    assert upload(deployment.base, headers, clips["long"]).status_code == 400
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert re.match(
+        r"the video is 6(\.\d)? s long; this API key takes at most 4 s \(the key's "
+        r"--max-duration-s limit\)",
+        error["message"],
+    ), error
+    assert error["param"] == "messages[0].content[0].video_url.url", error
+    refused = upload(deployment.base, headers, clips["long"])
+    assert assert_openai_error(refused, 422, "video_too_long")["param"] == "file"
     assert ask(deployment.base, headers, data_url(clips["short"])).status_code == 200
     # A stored file longer than the key allows (an admin's, or a limit lowered later).
     long_file = upload(deployment.base, deployment.auth("a"), clips["long"]).json()["id"]
@@ -411,7 +417,12 @@ def test_longest_video(deployment: Deployment, clips: dict[str, Path]) -> None:
     )
     before = decodes(deployment.base)
     reply = ask(deployment.base, deployment.auth("a"), long_file)
-    assert_openai_error(reply, 400, "invalid_video")
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert error["param"] == "messages[0].content[0].video_url.url", error
+    assert "this API key takes at most 4 s" in error["message"], error
+    reply = ask(deployment.base, deployment.auth("a"), long_file, video={"start": 0, "end": 5})
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert error["message"].startswith("the clip asked about is 5 s long"), error
     reply = ask(deployment.base, deployment.auth("a"), long_file, video={"start": 0, "end": 3})
     assert reply.status_code == 200, reply.text  # a clip within the limit is fine
     assert (
