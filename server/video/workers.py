@@ -277,7 +277,8 @@ class DecodeWorkers:
         if admit and self.pending >= self.capacity:
             raise APIError(
                 429,
-                f"the gateway is decoding {self.pending} videos, its limit; retry shortly",
+                f"the gateway is decoding {self.pending} videos, its limit (--decode-workers "
+                "and --max-queue); retry shortly",
                 "decode_queue_full",
                 headers={"Retry-After": "2"},
             )

@@ -493,7 +493,11 @@ def test_over_the_size_cap_is_refused_while_uploading(gateway: str, tmp_path: Pa
             content=chunks(),
             headers={"Content-Type": "multipart/form-data; boundary=xyz"},
         )
-        assert_error(response, 413, "file_too_large")
+        error = assert_error(response, 413, "file_too_large")
+        assert (
+            error["param"] == "file"
+            and f"{MAX_UPLOAD_MB} MiB (--max-upload-mb)" in error["message"]
+        )
         with big.open("rb") as handle:
             response = http_client.post(
                 "/v1/files", files={"file": ("big.mp4", handle)}, data={"purpose": "x"}
