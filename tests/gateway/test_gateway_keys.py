@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from typing import ClassVar
 import httpx
 import pytest
 from media_factory import make_clip
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, create_key, free_port, keys_command, start_gateway, stop
 
 from server.app import create_app
 from server.config import Settings
@@ -68,26 +67,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "other": make_clip(folder / "other.mp4", seconds=2, size="128x72"),
         "long": make_clip(folder / "long.mp4", seconds=6),
     }
-
-
-def keys_command(database: str, *args: str) -> subprocess.CompletedProcess:
-    """`arc-gateway keys ...` as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", "keys", *args, "--database-url", database],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def create_key(database: str, name: str, *limits: str) -> str:
-    """`arc-gateway keys create`: the secret alone on stdout."""
-    done = keys_command(database, "create", "--name", name, *limits)
-    assert done.returncode == 0, done.stderr
-    secret = done.stdout.strip()
-    assert secret.startswith("sk-arc-") and "\n" not in secret
-    return secret
 
 
 def quick_key(database: str, name: str, **limits: float) -> dict[str, str]:
