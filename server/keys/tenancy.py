@@ -32,6 +32,7 @@ from fastapi import Request
 
 from ..db import Database
 from ..db.leases import Leases
+from ..errors import APIError
 from ..files import FileStore
 from ..video.errors import too_long
 from .accounting import Accounting
@@ -84,7 +85,10 @@ class Tenancy:
         allows: before anything is decoded. `param`: where the request names the file."""
         limit = caller.limits.max_duration_s
         for file_id in file_ids:
-            stored = await asyncio.to_thread(store.get, file_id, caller.scope)
+            try:
+                stored = await asyncio.to_thread(store.get, file_id, caller.scope)
+            except APIError as e:
+                raise e.at(param or e.param) from None
             length = stored.video.get("video_duration_s")
             if limit is None or not isinstance(length, int | float):
                 continue

@@ -104,7 +104,10 @@ class VideoService:
         gave it, named by the errors about it."""
         log_fields["forward_mode"] = self.settings.forward_mode
         if url.startswith("file-"):
-            stored = cleanup.enter_context(self.store.using(url, scope))
+            try:
+                stored = cleanup.enter_context(self.store.using(url, scope))
+            except APIError as e:  # gone since the request's checks
+                raise e.at(param) from None
             log_fields["video_source"] = "file"
             path = self.store.source_path(stored.id)
             return VideoSource("file", path, stored.bytes, stored, param)
