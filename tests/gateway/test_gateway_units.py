@@ -24,6 +24,10 @@ def test_settings_from_flags_and_environment() -> None:
     assert load_settings(["--max-upload-mb", "3"], env).max_upload_mb == 3
     text = build_parser().format_help()
     assert "ARC_GATEWAY_UPSTREAM_URL" in text and "default http://127.0.0.1:8000" in text
+    # --help reads by topic, with no empty defaults ("default None") and no option twice.
+    assert "long videos (over five minutes: asked in segments):" in text
+    assert "API keys and the database:" in text and "arc-gateway keys --help" in text
+    assert "default None" not in text and "default False" not in text and "default []" not in text
 
 
 def _container(store: FileStore, data: bytes) -> Path:
