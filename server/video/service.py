@@ -26,6 +26,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from arc_media.segments import AUTO_SEGMENT_S, plan_segments
+
 from ..config import Settings
 from ..errors import APIError
 from ..files import ANONYMOUS, FileStore, StoredFile
@@ -35,7 +37,6 @@ from ..uploads import ChatBody, decode_data_url
 from . import safe_fetch
 from .forward import Forward, Forwarder
 from .jobs import VideoLength, VideoSummary
-from .segments import AUTO_SEGMENT_S, plan_segments
 from .workers import DecodeWorkers
 
 log = logging.getLogger("arc.gateway")
