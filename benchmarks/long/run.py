@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.video.segments import plan_segments, segment_length
+from arc_media.segments import plan_segments, segment_length
 
 from .. import _load_stack as stk
 from . import paths as runs

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 
+from arc_media.segments import clock
+
 from ..schemas import Segment, StructuredAnswer
-from ..video.segments import clock
 
 # The `task` that marks a JSON answer.
 JSON_ANSWER = "json"

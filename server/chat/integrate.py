@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from arc_media.segments import Segment, clock
+
 from ..schemas import Segment as TimeRange
 from ..schemas import StructuredAnswer
-from ..video.segments import Segment, clock
 from .answers import parse_answer, shift_segments, shift_times
 
 PROMPTS = Path(__file__).with_name("prompts")

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from arc_media.segments import Segment
+
 from .. import sse
 from ..config import Settings
 from ..errors import APIError
@@ -34,7 +36,6 @@ from ..priority import INTERACTIVE
 from ..schemas import ChatCompletion, SegmentUsage, StructuredAnswer, Usage, VideoUsage
 from ..upstream import TRANSPORT_ERRORS, Body, Upstream, unavailable
 from ..video.jobs import VideoLength, VideoSummary
-from ..video.segments import Segment
 from ..video.service import Prepared, VideoService, VideoSource
 from . import integrate, stream
 from .answers import JSON_ANSWER, parse_answer

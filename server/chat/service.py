@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from arc_media.segments import plan_segments, segment_length
+
 from .. import sse
 from ..errors import APIError
 from ..inflight import Admission
@@ -42,7 +44,6 @@ from ..schemas import (
 from ..uploads import ChatBody
 from ..upstream import TRANSPORT_ERRORS, Body, unavailable
 from ..video.jobs import VideoLength, VideoSummary
-from ..video.segments import plan_segments, segment_length
 from ..video.service import Prepared
 from . import integrate, stream
 from .answers import JSON_ANSWER, parse_answer

@@ -18,10 +18,11 @@ import logging
 import time
 from typing import Any
 
+from arc_media.segments import Segment
+
 from ..errors import error_body
 from ..schemas import StructuredAnswer, Usage, VideoUsage
 from ..upstream import schema_failure
-from ..video.segments import Segment
 from .answers import parse_answer
 
 log = logging.getLogger("arc.gateway")

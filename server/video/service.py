@@ -26,6 +26,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from arc_media.segments import AUTO_SEGMENT_S, plan_segments
+
 from ..config import Settings
 from ..errors import APIError
 from ..files import ANONYMOUS, FileStore, StoredFile
@@ -36,7 +38,6 @@ from . import safe_fetch
 from .errors import UPLOAD_PARAM, clip_error, too_long
 from .forward import Forward, Forwarder
 from .jobs import VideoLength, VideoSummary
-from .segments import AUTO_SEGMENT_S, plan_segments
 from .workers import DecodeWorkers
 
 log = logging.getLogger("arc.gateway")

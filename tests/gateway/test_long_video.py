@@ -25,7 +25,7 @@ from servers import free_port, start_gateway, stop, upload_video
 from stand_in_engine import PASS_USAGE, EngineState, segment_usage, stand_in_engine, wait_for
 
 from arc_media import prepared as prepared_media
-from server.video.segments import clock
+from arc_media.segments import clock
 
 SEGMENT_S = 60  # the long video (420 s) in 7 segments of a minute
 

@@ -9,13 +9,13 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from arc_media.segments import clock, plan_segments
 from server.chat.answers import shift_times
 from server.chat.integrate import Cut, chosen_candidate, joined_cuts
 from server.chat.upstream_requests import Integrator, UpstreamRequests, session_key
 from server.schemas import Segment as TimeRange
 from server.schemas import VideoOptions
 from server.upstream import Body
-from server.video.segments import clock, plan_segments
 
 
 def spans(start: float, end: float, length: float) -> list[tuple[float, float]]:
