@@ -30,9 +30,9 @@ from .limits import (
     DEFAULT_LIMITS,
     MAX_FRAMES,
     SAMPLE_RATE,
+    ClipError,
     FontError,
     Limits,
-    MediaError,
     check_limits,
 )
 from .overlay import default_font_path
@@ -135,7 +135,10 @@ def prepare_video(
         else:
             vlen = count_frames(path, limits.timeout_s, probe.window(clip))
             if vlen <= 0:
-                raise MediaError(f"the clip {clip[0]:g}-{clip[1]:g} s holds no video frame")
+                raise ClipError(
+                    f"the clip {clip[0]:g}-{clip[1]:g} s holds no video frame",
+                    "start",
+                )
         indices, intervals = sample_plan(vlen, probe.fps, max_frames)
     say(
         f"probe: {probe.width}x{probe.height} {probe.video_codec}, {vlen} frames at "

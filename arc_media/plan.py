@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .limits import MAX_FRAMES, MediaError
+from .limits import MAX_FRAMES, ClipError
 
 
 def sample_plan(
@@ -46,15 +46,26 @@ def sample_plan(
 def resolve_clip(
     duration: float, start: float | None, end: float | None
 ) -> tuple[float, float] | None:
-    """(start, end) seconds within a video of `duration` s, end capped at the duration;
-    None for the whole video; MediaError for an empty or backwards clip."""
+    """(start, end) seconds within a video of `duration` s, end capped at the duration (an
+    end past the video's end is its end); None for the whole video; ClipError for a clip
+    that holds nothing of the video (naming the bound to change)."""
     if start is None and end is None:
         return None
     lo = float(start or 0.0)
     hi = float(end) if end is not None else duration
     hi = min(hi, duration)
-    if lo < 0 or not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
-        raise MediaError(f"bad clip: start {start} s / end {end} s for a video of {duration:.2f} s")
+    if lo < 0 or not math.isfinite(lo) or not math.isfinite(hi):
+        raise ClipError(f"bad clip: start {start} s / end {end} s", "start")
+    if lo >= duration:
+        raise ClipError(
+            f"bad clip: the clip starts at {lo:g} s, at or past the end of the video "
+            f"({round(duration, 3):g} s long)",
+            "start",
+        )
+    if hi <= lo:
+        raise ClipError(
+            f"bad clip: the clip ends at {hi:g} s, not after its start ({lo:g} s)", "end"
+        )
     return lo, hi
 
 

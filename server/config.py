@@ -368,9 +368,36 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+# The options by topic in --help: each group starts at the Settings field named (the
+# fields are declared in this order; a field added after a group's first falls in it).
+HELP_GROUPS = {
+    "host": "where it listens and what it serves",
+    "files_dir": "stored files (POST /v1/files)",
+    "decode_workers": "capacity (past it: 429 with Retry-After)",
+    "max_schema_bytes": "limits on requests and videos (past them: 4xx naming the limit)",
+    "forward_mode": "how prepared videos reach the engine",
+    "segments_in_flight": "long videos (over five minutes: asked in segments)",
+    "video_tokens_per_frame": "other",
+    "database_url": "API keys and the database",
+}
+
+
+def _default_text(item: dataclasses.Field) -> str:
+    """`default X; ` for --help, unless the default is unset (the help says what then)."""
+    default = (
+        item.default_factory()  # type: ignore[misc]
+        if item.default is dataclasses.MISSING
+        else item.default
+    )
+    if default in (None, False, []) or "default" in item.metadata.get("help", ""):
+        return ""
+    return f"default {default}; "
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arc-gateway",
+        usage="arc-gateway [options]\n       arc-gateway {keys,db} ... (arc-gateway keys --help)",
         description="The arc-video-serve gateway: accepts videos (upload, data URL, https "
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
         "model-ready requests to vLLM behind an OpenAI-compatible API; a video over five "
@@ -388,24 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         + ".",
     )
+    group: argparse._ArgumentGroup | argparse.ArgumentParser = parser
     for item in dataclasses.fields(Settings):
+        if item.name in HELP_GROUPS:
+            group = parser.add_argument_group(HELP_GROUPS[item.name])
         if item.metadata.get("env_only"):
             continue  # a secret: never on a command line (ps shows it)
-        default = (
-            item.default_factory()  # type: ignore[misc]
-            if item.default is dataclasses.MISSING
-            else item.default
-        )
-        help_text = f"{item.metadata.get('help', '')} (default {default}; env {_env(item.name)})"
-        if item.metadata.get("secret"):
-            help_text = f"{item.metadata.get('help', '')} (env {_env(item.name)})"
+        default = "" if item.metadata.get("secret") else _default_text(item)
+        help_text = f"{item.metadata.get('help', '')} ({default}env {_env(item.name)})"
         if item.type == "bool":
-            parser.add_argument(_flag(item.name), help=help_text, action="store_true", default=None)
+            group.add_argument(_flag(item.name), help=help_text, action="store_true", default=None)
         elif item.type in ("list[str]",):
-            parser.add_argument(_flag(item.name), action="append", help=help_text)
+            group.add_argument(_flag(item.name), action="append", help=help_text)
         else:
             choices = item.metadata.get("choices")
-            parser.add_argument(_flag(item.name), help=help_text, default=None, choices=choices)
+            group.add_argument(_flag(item.name), help=help_text, default=None, choices=choices)
     return parser
 
 

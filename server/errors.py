@@ -51,6 +51,12 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.status_code, self.message, self.code, self.param)
 
+    def at(self, param: str | None) -> APIError:
+        """The same error naming `param` (where this request gave what it is about)."""
+        return APIError(
+            self.status_code, self.message, self.code, param=param, headers=self.headers
+        )
+
 
 def error_body(
     status_code: int, message: str, code: str | None, param: str | None = None

@@ -151,8 +151,9 @@ class FileStore:
             raise APIError(
                 413,
                 f"the video and its prepared form need {need / 2**20:.1f} MiB, more than the "
-                f"file store's whole budget ({self.budget_bytes / 2**20:g} MiB)",
+                f"file store's whole budget ({self.budget_bytes / 2**20:g} MiB: --files-budget-mb)",
                 "file_exceeds_storage",
+                param="file",
             )
         if quota_bytes is not None and need > quota_bytes:
             raise _exceeds_quota(need, quota_bytes)
@@ -515,17 +516,19 @@ def _exceeds_quota(need: int, quota_bytes: int) -> APIError:
     return APIError(
         413,
         f"the video and its prepared form need {need / 2**20:.1f} MiB, more than this key's "
-        f"whole storage quota ({quota_bytes / 2**20:g} MiB)",
+        f"whole storage quota ({quota_bytes / 2**20:g} MiB: the key's --storage-mb limit)",
         "file_exceeds_quota",
+        param="file",
     )
 
 
 def _quota_full(quota_bytes: int) -> APIError:
     return APIError(
         507,
-        f"this key's stored files fill its storage quota ({quota_bytes / 2**20:g} MiB): delete "
-        "some (DELETE /v1/files/{id}) or wait for them to expire",
+        f"this key's stored files fill its storage quota ({quota_bytes / 2**20:g} MiB: the key's "
+        "--storage-mb limit): delete some (DELETE /v1/files/{id}) or wait for them to expire",
         "storage_quota_exceeded",
+        param="file",
     )
 
 

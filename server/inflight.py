@@ -31,7 +31,8 @@ class InFlight:
         if self.count >= self.limit:
             raise APIError(
                 429,
-                f"the gateway has {self.count} requests in progress, its limit; retry shortly",
+                f"the gateway has {self.count} requests in progress, its limit "
+                "(--max-inflight); retry shortly",
                 "too_many_requests",
                 headers={"Retry-After": "1"},
             )

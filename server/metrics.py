@@ -21,7 +21,8 @@ REJECTION_REASONS = (
     "fields_too_large", "field_too_long", "file_too_large", "upload_timeout", "empty_file",
     "file_not_found", "file_exceeds_storage", "storage_full",
     # videos
-    "bad_video_url", "bad_data_url", "invalid_video", "video_timeout", "video_too_large",
+    "bad_video_url", "bad_data_url", "invalid_video", "invalid_clip", "video_timeout",
+    "video_too_long", "video_too_large",
     "video_unprocessable", "decoder_crashed", "decode_queue_full", "font_missing",
     "segment_unprocessable",
     # URL fetches

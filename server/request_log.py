@@ -29,14 +29,20 @@ STAGES = {
 }
 
 
-def server_timing(fields: dict[str, Any]) -> str:
+def server_timing(fields: dict[str, Any], engine_s: float | None = None) -> str:
     """The stages measured so far, as an HTTP Server-Timing header value (milliseconds):
-    where a request's time went before the answer began (docs/architecture.md#where-the-time-goes)."""
-    return ", ".join(
+    where a request's time went before the answer began (docs/architecture.md#where-the-time-goes).
+    `engine_s`: a whole (non-streamed) answer's time in the engine, input preparation,
+    prefill and generation together (`engine`): vLLM sends a whole answer in one piece, so
+    its input preparation alone (`engine-input`, streamed answers) cannot be seen."""
+    stages = [
         f"{name};dur={1000 * float(fields[key]):.1f}"
         for key, name in STAGES.items()
         if isinstance(fields.get(key), int | float)
-    )
+    ]
+    if engine_s is not None:
+        stages.append(f"engine;dur={1000 * engine_s:.1f}")
+    return ", ".join(stages)
 
 
 class RequestLog:

@@ -113,11 +113,13 @@ class VideoOptions(_Closed):
             return float(value)
         raise ValueError('must be "auto", "off" or the seconds per segment, from 60 to 300')
 
-    @model_validator(mode="after")
-    def _clip_order(self) -> VideoOptions:
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise ValueError(f"video.end ({self.end}) must be after video.start ({self.start})")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _clip_order(cls, end: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("start")
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"must be after video.start ({start:g} s); it is {end:g} s")
+        return end
 
 
 class StreamOptions(_Closed):

@@ -52,7 +52,12 @@ async def _chunks(
     while True:
         wait = min(read_timeout_s, deadline - time.monotonic())
         if wait <= 0:
-            raise APIError(408, "the upload took too long; send it faster", "upload_timeout")
+            raise APIError(
+                408,
+                f"the request took longer than this gateway's {total_timeout_s:g} s to arrive "
+                "(--upload-total-timeout-s); send it faster",
+                "upload_timeout",
+            )
         try:
             chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:
@@ -60,18 +65,19 @@ async def _chunks(
         except TimeoutError:
             raise APIError(
                 408,
-                f"the upload stalled: no data for {read_timeout_s:g} s",
+                f"the upload stalled: no data for {read_timeout_s:g} s (--upload-read-timeout-s)",
                 "upload_timeout",
             ) from None
         if chunk:
             yield chunk
 
 
-def _too_large(limit: int) -> APIError:
+def _too_large(limit: int, param: str | None) -> APIError:
     return APIError(
         413,
-        f"the video is larger than the gateway's limit of {limit / 2**20:g} MiB",
+        f"the video is larger than this gateway's limit of {limit / 2**20:g} MiB (--max-upload-mb)",
         "file_too_large",
+        param=param,
     )
 
 
@@ -88,14 +94,14 @@ async def read_body(
     """A JSON body (chat requests carry data URLs, hence the cap)."""
     declared = _declared_length(request)
     if declared is not None and declared > max_bytes + DRAIN_LIMIT:
-        raise _too_large(max_bytes)
+        raise _too_large(max_bytes, None)
     body = bytearray()
     async for chunk in _chunks(request, read_timeout_s, total_timeout_s):
         body += chunk
         if len(body) > max_bytes + DRAIN_LIMIT:
             break
     if len(body) > max_bytes:
-        raise _too_large(max_bytes)
+        raise _too_large(max_bytes, None)
     return bytes(body)
 
 
@@ -116,7 +122,7 @@ async def receive_upload(
         )
     declared = _declared_length(request)
     if declared is not None and declared > max_bytes + DRAIN_LIMIT:
-        raise _too_large(max_bytes)
+        raise _too_large(max_bytes, "file")
 
     state = {"name": None, "filename": None, "header": b"", "value": b""}
     headers: dict[bytes, bytes] = {}
@@ -170,7 +176,9 @@ async def receive_upload(
                 param=name[:64],
             )
         elif name in fields:
-            raise APIError(400, f"the form field {name!r} is given twice", "invalid_request")
+            raise APIError(
+                400, f"the form field {name!r} is given twice", "invalid_request", param=name
+            )
         else:
             fields[name] = bytearray()
 
@@ -186,7 +194,12 @@ async def receive_upload(
         else:
             field = fields[state["name"]]
             if len(field) + len(piece) > FORM_FIELD_LIMIT:
-                raise APIError(400, f"form field {state['name']!r} is too long", "field_too_long")
+                raise APIError(
+                    400,
+                    f"form field {state['name']!r} is over {FORM_FIELD_LIMIT} bytes",
+                    "field_too_long",
+                    param=state["name"],
+                )
             count_field_bytes(len(piece))
             field += piece
 
@@ -219,7 +232,7 @@ async def receive_upload(
     out.close()
     if over:
         dest.unlink(missing_ok=True)
-        raise _too_large(max_bytes)
+        raise _too_large(max_bytes, "file")
     filename = state.get("file_filename")
     if filename is None:
         dest.unlink(missing_ok=True)
@@ -242,22 +255,17 @@ def _clean_name(name: str) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:255] or "video"
 
 
-def decode_data_url(url: str, dest: Path, max_bytes: int) -> int:
+def decode_data_url(url: str, dest: Path, max_bytes: int, param: str = "video_url") -> int:
     """`data:<type>;base64,<payload>` -> a file. Returns its size."""
     header, sep, payload = url.partition(",")
     if not sep or not header.startswith("data:") or ";base64" not in header:
-        raise APIError(
-            400,
-            "a data URL must look like data:video/mp4;base64,<base64 bytes>",
-            "bad_data_url",
-            param="video_url",
-        )
+        raise _bad_data_url(param)
     if len(payload) * 3 // 4 > max_bytes:
-        raise _too_large(max_bytes)
+        raise _too_large(max_bytes, param)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise APIError(400, "the data URL is not valid base64", "bad_data_url") from None
+        raise _bad_base64(param) from None
     dest.write_bytes(data)
     return len(data)
 
@@ -308,17 +316,17 @@ class _Base64ToFile:
             raise _bad_base64()
 
 
-def _bad_data_url() -> APIError:
+def _bad_data_url(param: str = "video_url") -> APIError:
     return APIError(
         400,
         "a data URL must look like data:video/mp4;base64,<base64 bytes>",
         "bad_data_url",
-        param="video_url",
+        param=param,
     )
 
 
-def _bad_base64() -> APIError:
-    return APIError(400, "the data URL is not valid base64", "bad_data_url", param="video_url")
+def _bad_base64(param: str = "video_url") -> APIError:
+    return APIError(400, "the data URL is not valid base64", "bad_data_url", param=param)
 
 
 _STRING_END = re.compile(rb'["\\]')
@@ -489,7 +497,7 @@ async def read_chat_body(
 
 def _request_too_large(body: ChatBody) -> APIError:
     if body.budget[0] < 0:
-        return _too_large(body.max_video_bytes)
+        return _too_large(body.max_video_bytes, "video_url")
     return APIError(
         413,
         f"the request's JSON (data URLs aside) is over {body.max_json_bytes // 2**20} MiB",

@@ -93,6 +93,28 @@ def start_gateway(
     return proc
 
 
+def keys_command(database: str, *args: str) -> subprocess.CompletedProcess:
+    """`arc-gateway keys ...` as an operator runs it, on the gateway's `database` (a URL,
+    or `--files-dir DIR` for the gateway's default SQLite there)."""
+    where = ["--database-url", database] if "://" in database else ["--files-dir", database]
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "keys", *args, *where],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def create_key(database: str, name: str, *limits: str) -> str:
+    """`arc-gateway keys create`: the secret alone on stdout."""
+    done = keys_command(database, "create", "--name", name, *limits)
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    assert secret.startswith("sk-arc-") and "\n" not in secret
+    return secret
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:

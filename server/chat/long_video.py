@@ -47,6 +47,8 @@ T = TypeVar("T")
 # What a worker says about a video it cannot prepare: for a segment, a 422 naming it.
 VIDEO_FAULTS = (
     "invalid_video",
+    "invalid_clip",
+    "video_too_long",
     "video_unprocessable",
     "video_timeout",
     "video_too_large",

@@ -123,10 +123,16 @@ class ChatService:
             or options.end is not None
             or "segments" in options.model_fields_set
         ):
-            raise APIError(400, "video.start/end/segments given without a video", "no_video")
+            raise APIError(
+                400, "video.start/end/segments given without a video", "no_video", param="video"
+            )
+        # Where the request gives its video: the `param` of every error about it.
+        where = _part_param(parts, videos[0]) if videos else None
         # Another key's file is a 404, as a missing one, before anything is decoded.
         file_ids = [url for p in videos if (url := _part_url(p)).startswith("file-")]
-        await tenancy.check_files(call.caller, gateway.store, file_ids, options.start, options.end)
+        await tenancy.check_files(
+            call.caller, gateway.store, file_ids, options.start, options.end, where
+        )
         # How the answer is parsed into `structured` (a JSON answer is not: answers.py).
         task = JSON_ANSWER if req.answers_in_json() else req.task()
         engine = req.engine_options()  # response_format, priority
@@ -153,8 +159,9 @@ class ChatService:
         name = gateway.public_name(model)
         if not videos:
             return await self._one_pass(req, call, requests, content, None, None, task, model)
+        assert where is not None
         source = await gateway.videos.open(
-            _part_url(videos[0]), call.body, call.held.cleanup, call.log, call.caller.scope
+            _part_url(videos[0]), call.body, call.held.cleanup, call.log, call.caller.scope, where
         )
         clip = (options.start, options.end)
         seconds = segment_length(options.segments)
@@ -166,6 +173,7 @@ class ChatService:
             split_above_s=seconds,
             priority=call.decode_priority,
         )
+        _note_clip_cut(options.end, prepared, call.log)
         if isinstance(prepared, VideoLength):
             assert seconds is not None
             plan = plan_segments(*prepared.span, seconds)
@@ -261,7 +269,7 @@ class ChatService:
             note_usage(fields, completion.usage.model_dump())
         return WholeAnswer(
             completion.model_dump(mode="json", exclude_none=True),
-            {"Server-Timing": server_timing(fields)},
+            {"Server-Timing": server_timing(fields, engine_s=upstream_s)},
         )
 
     async def _one_pass_stream(
@@ -398,6 +406,15 @@ def _usage_for_client(data: str, fields: dict, client_usage: bool) -> bool:
     return client_usage or bool(chunk.get("choices"))
 
 
+def _note_clip_cut(end: float | None, prepared: Prepared | VideoLength, log_fields: dict) -> None:
+    """An `end` past the video's end is cut to the video's end (`usage.video.clip` holds
+    the clip used): said on the request's log line too."""
+    clip = prepared.clip if isinstance(prepared, VideoLength) else prepared.summary.clip
+    if end is not None and clip and clip[1] < end:
+        note = f"video.end {end:g} s is past the video's end: the clip ends at {clip[1]:g} s"
+        log_fields["video_notes"] = [*log_fields.get("video_notes", []), note]
+
+
 def _video_seconds(summary: VideoSummary) -> float:
     """Seconds of video the model is asked about (the clip, or the whole video)."""
     if summary.clip:
@@ -428,6 +445,13 @@ def user_message(req: ChatCompletionRequest) -> Message:
     if not message.content:
         raise APIError(400, "the user message has no content", "invalid_request", param="messages")
     return message
+
+
+def _part_param(parts: list[ContentPart], part: ContentPart) -> str:
+    """Where the request gives `part`: messages[0].content[1].video_url.url."""
+    key = "file.file_id" if part.file is not None else "video_url.url"
+    index = next(k for k, each in enumerate(parts) if each is part)
+    return f"messages[0].content[{index}].{key}"
 
 
 def _part_url(part: ContentPart) -> str:

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -61,7 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True)
 
-    keys = groups.add_parser("keys", help="create, list, limit and revoke API keys")
+    keys = groups.add_parser(
+        "keys",
+        help="create, list, limit and revoke API keys",
+        description=textwrap.fill(
+            "API keys of the gateway. As soon as the database holds a key (revoked "
+            "ones included), every /v1 route wants `Authorization: Bearer <key>`; each key's "
+            "files are its own, and its limits (--rpm, --concurrent, --storage-mb, "
+            "--max-duration-s, --video-seconds-per-day) hold across replicas. The commands work "
+            "on the database the gateway uses: --database-url / ARC_GATEWAY_DATABASE_URL, else "
+            "SQLite in its files folder (--files-dir / ARC_GATEWAY_FILES_DIR); a running gateway "
+            "sees a change at its next request.",
+            79,
+            break_on_hyphens=False,
+        ),
+        epilog="examples:\n"
+        "  arc-gateway keys create --name team-a --rpm 60 --max-duration-s 600"
+        "   # prints the secret once\n"
+        "  arc-gateway keys list\n"
+        "  arc-gateway keys limits team-a --rpm 120   # 0 removes a limit\n"
+        "  arc-gateway keys revoke team-a\n"
+        "  arc-gateway keys usage --since 2026-01-01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = keys.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create",

@@ -34,6 +34,7 @@ from ..db import Database
 from ..db.leases import Leases
 from ..errors import APIError
 from ..files import FileStore
+from ..video.errors import too_long
 from .accounting import Accounting
 from .auth import Authenticator, Caller
 from .limits import RateLimiter, duration_limit
@@ -77,24 +78,24 @@ class Tenancy:
         file_ids: Iterable[str],
         start: float | None,
         end: float | None,
+        param: str | None = None,
     ) -> None:
-        """404 for a file id that is not the caller's (as for one that does not exist), 400
-        for a stored video longer than the caller's key allows: before anything is decoded."""
+        """404 for a file id that is not the caller's (as for one that does not exist), 422
+        `video_too_long` for a stored video (or its clip) longer than the caller's key
+        allows: before anything is decoded. `param`: where the request names the file."""
         limit = caller.limits.max_duration_s
         for file_id in file_ids:
-            stored = await asyncio.to_thread(store.get, file_id, caller.scope)
+            try:
+                stored = await asyncio.to_thread(store.get, file_id, caller.scope)
+            except APIError as e:
+                raise e.at(param or e.param) from None
             length = stored.video.get("video_duration_s")
             if limit is None or not isinstance(length, int | float):
                 continue
             span = min(end if end is not None else length, length) - (start or 0.0)
             if span > limit:
-                raise APIError(
-                    400,
-                    f"the video is {span:.1f} s long, over this key's limit of {limit:g} s "
-                    "(max_duration_s); ask about a clip (video.start/end)",
-                    "invalid_video",
-                    param="video",
-                )
+                clipped = start is not None or end is not None
+                raise too_long(round(span, 1), limit, by_key=True, clipped=clipped, param=param)
 
     def _digest(self, *parts: str) -> str:
         assert self._salt_key is not None, "Tenancy.start() has not run"

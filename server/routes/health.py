@@ -50,6 +50,9 @@ async def model_card(model_id: str, gateway: GatewayDep, _: CallerDep) -> ModelC
     name = await gateway.model_name()
     if model_id != name:
         raise APIError(
-            404, f"no model {model_id[:64]!r}; this gateway serves {name!r}", "model_not_found"
+            404,
+            f"no model {model_id[:64]!r}; this gateway serves {name!r}",
+            "model_not_found",
+            param="model",
         )
     return ModelCard(id=name)

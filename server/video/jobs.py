@@ -51,7 +51,7 @@ class VideoSummary:
     probe_s: float
     decode_s: float  # the pipeline: probe, frames, audio (docs/architecture.md#where-the-time-goes)
     encode_s: float = 0.0  # the forward form written from the prepared video
-    clip: list[float] | None = None
+    clip: list[float] | None = None  # the clip used (an end past the end cut to it)
     started_at: float = 0.0  # wall clock when a worker took the job
     wait_s: float = 0.0  # time the job waited for a free worker
     notes: list[str] = field(default_factory=list)  # what was done differently, and why
@@ -141,7 +141,7 @@ def run_job(job: PrepareJob) -> JobResult:
         probe_s=round(stages.get("probe", 0.0), 4),
         decode_s=round(decoded_s, 4),
         encode_s=round(encode_s, 4),
-        clip=list(video.clip) if video.clip else None,
+        clip=_seconds(video.clip),
         started_at=started_at,
         stages={name: round(seconds, 4) for name, seconds in stages.items()},
     )
@@ -170,7 +170,7 @@ def _length_if_longer(job: PrepareJob, limits: object, started_at: float) -> Vid
         return None
     return VideoLength(
         video_duration_s=round(float(probe.duration), 3),
-        clip=list(clip) if clip else None,
+        clip=_seconds(clip),
         width=probe.width,
         height=probe.height,
         has_audio=bool(probe.has_audio),
@@ -180,6 +180,11 @@ def _length_if_longer(job: PrepareJob, limits: object, started_at: float) -> Vid
         probe_s=round(time.perf_counter() - t0, 4),
         started_at=started_at,
     )
+
+
+def _seconds(clip: tuple[float, float] | None) -> list[float] | None:
+    """A clip as usage shows it: seconds to the millisecond, as the video's duration."""
+    return [round(float(t), 3) for t in clip] if clip else None
 
 
 __all__ = ["JobResult", "PrepareJob", "VideoLength", "VideoSummary", "run_job"]

@@ -35,6 +35,7 @@ from ..metrics import Metrics
 from ..priority import INTERACTIVE
 from ..uploads import ChatBody, decode_data_url
 from . import safe_fetch
+from .errors import UPLOAD_PARAM, clip_error, too_long
 from .forward import Forward, Forwarder
 from .jobs import VideoLength, VideoSummary
 from .workers import DecodeWorkers
@@ -53,6 +54,9 @@ class VideoSource:
     path: Path
     size: int
     stored: StoredFile | None = None
+    # Where the request gave it (`messages[0].content[0].video_url.url`): the `param` of
+    # the errors about the video.
+    param: str = "video_url"
 
     @property
     def file_id(self) -> str | None:
@@ -93,19 +97,25 @@ class VideoService:
         cleanup: ExitStack,
         log_fields: dict,
         scope: str | None = None,
+        param: str = "video_url",
     ) -> VideoSource:
         """The video a chat request names, on disk until `cleanup` closes: a stored file
         of `scope`'s (its owner's key; None: any) pinned, a data URL (spooled to disk as
-        the request arrived), or an https URL (fetched safely)."""
+        the request arrived), or an https URL (fetched safely). `param`: where the request
+        gave it, named by the errors about it."""
         log_fields["forward_mode"] = self.settings.forward_mode
         if url.startswith("file-"):
-            stored = cleanup.enter_context(self.store.using(url, scope))
+            try:
+                stored = cleanup.enter_context(self.store.using(url, scope))
+            except APIError as e:  # gone since the request's checks
+                raise e.at(param) from None
             log_fields["video_source"] = "file"
-            return VideoSource("file", self.store.source_path(stored.id), stored.bytes, stored)
+            path = self.store.source_path(stored.id)
+            return VideoSource("file", path, stored.bytes, stored, param)
         spooled = body.files.get(url) if body is not None else None
         if spooled is not None:  # a data URL, decoded to disk as it arrived
             log_fields["video_source"] = "data_url"
-            return self._received("data_url", spooled.path, spooled.size, log_fields)
+            return self._received("data_url", spooled.path, spooled.size, log_fields, param)
         tmp = self.store.incoming_path()
         cleanup.callback(tmp.unlink, missing_ok=True)
         try:
@@ -113,27 +123,29 @@ class VideoService:
                 # Only a data URL the streaming reader did not take apart (an escaped key)
                 # comes here: it is within the JSON's small cap.
                 log_fields["video_source"] = "data_url"
-                size = decode_data_url(url, tmp, self.settings.max_upload_bytes)
-                return self._received("data_url", tmp, size, log_fields)
+                size = decode_data_url(url, tmp, self.settings.max_upload_bytes, param)
+                return self._received("data_url", tmp, size, log_fields, param)
             if url.startswith(("https://", "http://")):
                 log_fields["video_source"] = "url"
                 result = await safe_fetch.fetch_to_file(url, tmp, self.fetch_policy())
-                return self._received("url", tmp, result.size, log_fields)
+                return self._received("url", tmp, result.size, log_fields, param)
         except safe_fetch.FetchError as e:
-            raise APIError(e.status_code, e.message, e.code, param="video_url") from None
+            raise APIError(e.status_code, e.message, e.code, param=param) from None
         raise APIError(
             400,
             "video_url.url must be an https URL, a data: URL or a file id from POST /v1/files",
             "bad_video_url",
-            param="video_url",
+            param=param,
         )
 
-    def _received(self, kind: str, path: Path, size: int, log_fields: dict) -> VideoSource:
+    def _received(
+        self, kind: str, path: Path, size: int, log_fields: dict, param: str
+    ) -> VideoSource:
         self.metrics.upload_bytes.inc(size)
         log_fields["bytes_in"] = size
         if size == 0:
-            raise APIError(400, "the video is empty (0 bytes)", "empty_file")
-        return VideoSource(kind, path, size)
+            raise APIError(400, "the video is empty (0 bytes)", "empty_file", param=param)
+        return VideoSource(kind, path, size, param=param)
 
     def fetch_policy(self) -> safe_fetch.FetchPolicy:
         s = self.settings
@@ -165,19 +177,17 @@ class VideoService:
         `priority`: its place in the decode queue (server.priority)."""
         if source.stored is not None:
             if split_above_s is not None:
-                length = self.stored_length(source.stored, clip)
+                length = self.stored_length(source.stored, clip, source.param)
                 start, end = length.span
                 if end - start > split_above_s:
                     return length
-            return await self._prepare_stored(
-                source.stored, clip, cleanup, log_fields, admit, priority
-            )
+            return await self._prepare_stored(source, clip, cleanup, log_fields, admit, priority)
         start, end = clip
 
         async def prepare_into(folder: Path) -> tuple[Path, VideoSummary]:
             out = folder / f"{secrets.token_hex(16)}.arcz"
             job = self.workers.job(source.path, out, start, end, split_above_s)
-            result = await self.workers.run(job, admit=admit, priority=priority)
+            result = await self.workers.run(job, admit=admit, priority=priority, param=source.param)
             if isinstance(result, VideoLength):
                 raise _Longer(result)
             return out, result
@@ -192,13 +202,15 @@ class VideoService:
 
     async def _prepare_stored(
         self,
-        stored: StoredFile,
+        source: VideoSource,
         clip: Clip,
         cleanup: ExitStack,
         log_fields: dict,
         admit: bool,
         priority: int,
     ) -> Prepared:
+        stored = source.stored
+        assert stored is not None
         hit = await self.forwarder.stored(stored.id, clip, cleanup, log_fields)
         if hit is not None:
             forward, summary = hit
@@ -208,7 +220,7 @@ class VideoService:
         start, end = clip
         out = self.forwarder.work_dir / f"{secrets.token_hex(16)}.arcz"
         job = self.workers.job(self.store.source_path(stored.id), out, start, end)
-        summary = await self.workers.run(job, admit=admit, priority=priority)
+        summary = await self.workers.run(job, admit=admit, priority=priority, param=source.param)
         assert isinstance(summary, VideoSummary)
         try:
             self.store.keep_prepared(stored.id, start, end, out, summary.as_dict())
@@ -228,18 +240,30 @@ class VideoService:
         if summary.notes:
             log_fields["video_notes"] = summary.notes
 
-    def stored_length(self, stored: StoredFile, clip: Clip) -> VideoLength:
+    def stored_length(
+        self, stored: StoredFile, clip: Clip, param: str | None = None
+    ) -> VideoLength:
         """A stored file's length and the clip asked about, from what its upload measured
-        (no worker needed); a clip outside the video is a 400, as a worker would say."""
-        from arc_media.limits import MediaError
+        (no worker needed); a clip outside the video or over the gateway's longest is
+        refused as a worker would refuse it (the key's longest: `Tenancy.check_files`)."""
+        from arc_media.limits import ClipError
         from arc_media.plan import resolve_clip
 
         video = stored.video
         duration = float(video["video_duration_s"])
         try:
             resolved = resolve_clip(duration, *clip)
-        except MediaError as e:
-            raise APIError(400, f"the video cannot be used: {e}", "invalid_video") from None
+        except ClipError as e:
+            raise clip_error(e) from None
+        span = (resolved[1] - resolved[0]) if resolved else duration
+        if span > self.settings.max_duration_s:
+            raise too_long(
+                round(span, 1),
+                self.settings.max_duration_s,
+                by_key=False,
+                clipped=resolved is not None,
+                param=param,
+            )
         return VideoLength(
             video_duration_s=duration,
             clip=list(resolved) if resolved else None,
@@ -272,19 +296,22 @@ class VideoService:
         self.metrics.upload_bytes.inc(size)
         log_fields["bytes_in"] = size
         if size == 0:
-            raise APIError(400, "the uploaded file is empty (0 bytes)", "empty_file")
+            raise APIError(
+                400, "the uploaded file is empty (0 bytes)", "empty_file", param=UPLOAD_PARAM
+            )
         if size > store.budget_bytes:  # refused before decoding it
             raise APIError(
                 413,
                 f"the video ({size / 2**20:.1f} MiB) is larger than the file store's whole "
-                f"budget ({store.budget_bytes / 2**20:g} MiB)",
+                f"budget ({store.budget_bytes / 2**20:g} MiB: --files-budget-mb)",
                 "file_exceeds_storage",
+                param=UPLOAD_PARAM,
             )
         # The owner's storage quota, before decoding it.
         await asyncio.to_thread(store.check_quota, owner, quota_bytes, size)
         out = self.forwarder.work_dir / f"{secrets.token_hex(16)}.arcz"
         job = self.workers.job(path, out, split_above_s=AUTO_SEGMENT_S)
-        result = await self.workers.run(job)
+        result = await self.workers.run(job, param=UPLOAD_PARAM)
         t_store = time.perf_counter()
         try:
             if isinstance(result, VideoLength):

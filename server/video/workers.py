@@ -17,7 +17,6 @@ carries the job and its small answer (`VideoSummary` or `VideoLength`).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import multiprocessing
@@ -38,6 +37,7 @@ from ..errors import APIError
 from ..keys.limits import duration_limit
 from ..metrics import Metrics
 from ..priority import INTERACTIVE, PriorityHandout
+from .errors import WorkerDied, job_error
 from .jobs import JobResult, PrepareJob, VideoLength, run_job
 
 log = logging.getLogger("arc.gateway")
@@ -98,10 +98,6 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_s: int, parent_pid: int) 
                 conn.send(("error", RuntimeError("".join(traceback.format_exception(exc)))))
             continue
         conn.send(("ok", result))
-
-
-class WorkerDied(Exception):
-    """The worker process running a job went away."""
 
 
 class _Worker:
@@ -263,7 +259,12 @@ class DecodeWorkers:
         raise AssertionError("unreachable")
 
     async def run(
-        self, job: PrepareJob, *, admit: bool = True, priority: int = INTERACTIVE
+        self,
+        job: PrepareJob,
+        *,
+        admit: bool = True,
+        priority: int = INTERACTIVE,
+        param: str | None = None,
     ) -> JobResult:
         """Runs `job` in a worker: a `VideoSummary` with the container in `job.out` (the
         caller's to move or remove; never held whole in the gateway's memory), or a
@@ -271,57 +272,26 @@ class DecodeWorkers:
         the queue's limit: a long video's later segments, whose request was admitted with
         its first (the request's own window bounds them). A job waits for a worker behind
         the jobs of a lower `priority` number (server.priority: batch decodes wait behind
-        interactive ones)."""
-        from arc_media.limits import FontError, MediaError, MediaTimeoutError
-
+        interactive ones). `param`: where the request gave the video, named by the errors
+        about it (server.video.errors)."""
         if admit and self.pending >= self.capacity:
             raise APIError(
                 429,
-                f"the gateway is decoding {self.pending} videos, its limit; retry shortly",
+                f"the gateway is decoding {self.pending} videos, its limit (--decode-workers "
+                "and --max-queue); retry shortly",
                 "decode_queue_full",
                 headers={"Retry-After": "2"},
             )
         self.pending += 1
         self.metrics.queue_depth.set(self.pending)
-        s = self.settings
-        path = Path(job.path)
         submitted_at = time.time()
         try:
             result = await self._on_a_worker(job, priority)
-        except MediaTimeoutError as e:
-            message = f"the video could not be prepared in time: {_no_path(e, path)}"
-            raise APIError(422, message, "video_timeout") from None
-        except MediaError as e:
-            message = f"the video cannot be used: {_no_path(e, path)}"
-            raise APIError(400, message, "invalid_video") from None
-        except MemoryError:
-            raise APIError(
-                422,
-                "the video needs more memory to decode than the gateway allows "
-                f"({s.ffmpeg_memory_mb} MB); send a smaller or shorter video",
-                "video_too_large",
-            ) from None
-        except FontError as e:
-            log.error("font problem: %s", e)
-            raise APIError(500, "the gateway's overlay font is missing", "font_missing") from None
-        except TimeoutError:
-            raise APIError(
-                422, "the video could not be prepared in time", "video_timeout"
-            ) from None
-        except WorkerDied:
-            raise APIError(
-                422,
-                "the video crashed the decoder twice (over its memory or CPU limits)",
-                "decoder_crashed",
-            ) from None
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise _unprocessable(e) from None
-            # The container's folder (shared mode: the forward tmpfs) is full.
-            raise forward_full() from None
-        except Exception as e:  # noqa: BLE001
-            # Whatever else a hostile file makes the pipeline raise is about the video.
-            raise _unprocessable(e) from None
+        except APIError:
+            raise
+        except Exception as e:  # noqa: BLE001  (cancellation is no Exception: it goes on)
+            clipped = job.start is not None or job.end is not None
+            raise job_error(e, self.settings, Path(job.path), clipped, param) from None
         finally:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
@@ -335,29 +305,3 @@ class DecodeWorkers:
         self.metrics.decode_seconds.observe(result.decode_s)
         self.metrics.frames_sampled.observe(result.frames)
         return result
-
-
-def _unprocessable(error: Exception) -> APIError:
-    event = {"event": "decode_failed", "error": type(error).__name__, "detail": str(error)}
-    log.error(json.dumps(event))
-    return APIError(
-        422, f"the video could not be prepared ({type(error).__name__})", "video_unprocessable"
-    )
-
-
-def forward_full() -> APIError:
-    log.error(json.dumps({"event": "forward_dir_full"}))
-    return APIError(
-        507,
-        "the gateway has no room left for the videos it is forwarding; retry shortly",
-        "storage_full",
-        headers={"Retry-After": "10"},
-    )
-
-
-def _no_path(error: Exception, path: Path) -> str:
-    """The error's text without the server's file names."""
-    text = str(error)
-    for name in (str(path.resolve()), str(path)):
-        text = text.replace(name, "the video")
-    return text

@@ -7,6 +7,7 @@ import base64
 import functools
 import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -164,6 +165,9 @@ def test_server_timing_names_the_stages(gateway: str, videos: Path) -> None:
     assert reply.status_code == 200
     stages = server_timing(reply.headers["server-timing"])
     assert stages["decode"] == 0 and stages["encode"] == 0, stages  # prepared at upload
+    # A whole answer comes from vLLM in one piece: its input preparation cannot be told
+    # apart, the engine's whole time is there instead.
+    assert "engine-input" not in stages and stages["engine"] > 0, stages
     httpx.delete(f"{gateway}/v1/files/{file_id}", timeout=30)
 
 
@@ -259,6 +263,58 @@ def test_start_end_narrow_the_frames(gateway: str, videos: Path) -> None:
     assert clip.usage.video["frames"] == 4
     assert clip.usage.video["clip"] == [2.0, 6.0]
     assert clip.usage.prompt_tokens == full.usage.prompt_tokens - 4 * 114
+
+
+def test_clips_past_the_end(gateway: str, videos: Path) -> None:
+    """An end past the video's end is cut there, and `usage.video.clip` says so (the clip
+    actually used); a clip that starts at or past the end is a 400 naming video.start and
+    the video's length, for a stored file and a data URL alike; an end before the start
+    names video.end."""
+    video = videos / "w33698kgs05.mp4"  # 7.53 s
+    client = openai_client(gateway)
+    uploaded = client.files.create(file=video.open("rb"), purpose="user_data")
+    duration = uploaded.video["video_duration_s"]
+    for url in (uploaded.id, data_url(video)):
+        cut = client.chat.completions.create(
+            model="arc",
+            messages=ask(url),
+            max_tokens=1,
+            extra_body={"video": {"start": 2, "end": 100}},
+        )
+        assert cut.usage.video["clip"] == [2.0, duration]
+        assert cut.usage.video["frames"] == 6 and cut.usage.video["duration_s"] == duration
+    with httpx.Client(base_url=gateway, timeout=60) as http_client:
+        for url in (uploaded.id, data_url(video)):
+            for segments in ("auto", "off"):
+                video_options = {"start": 8, "end": 20, "segments": segments}
+                body = {"messages": ask(url), "max_tokens": 1, "video": video_options}
+                response = http_client.post("/v1/chat/completions", json=body)
+                error = assert_error(response, 400, "invalid_clip")
+                assert error["param"] == "video.start", error
+                assert error["message"] == (
+                    "video.start: the clip starts at 8 s, at or past the end of the video "
+                    f"({duration:g} s long)"
+                ), error
+        body = {"messages": ask(uploaded.id), "video": {"start": 5, "end": 3}}
+        error = assert_error(
+            http_client.post("/v1/chat/completions", json=body), 400, "invalid_request"
+        )
+        assert error["param"] == "video.end", error
+        body = {"messages": [{"role": "user", "content": "hi"}], "video": {"start": 5}}
+        error = assert_error(http_client.post("/v1/chat/completions", json=body), 400, "no_video")
+        assert error["param"] == "video", error
+    # The request's log line says the end was cut.
+    lines = [
+        json.loads(line)
+        for line in LOGS["gateway"].read_text().splitlines()
+        if '"video_notes"' in line
+    ]
+    assert any(
+        "video.end 100 s is past the video's end" in n
+        for line in lines
+        for n in line["video_notes"]
+    )
+    client.files.delete(uploaded.id)
 
 
 def test_task_presets_and_structured_answer(gateway: str, engine, videos: Path) -> None:
@@ -370,9 +426,9 @@ EXPECTED = {
     "text named .mp4": (400, "invalid_video"),
     "image": (400, "invalid_video"),
     "audio only": (400, "invalid_video"),
-    "8K frames": (400, "invalid_video"),
-    "decompression bomb": (400, "invalid_video"),
-    "over the duration cap": (400, "invalid_video"),
+    "8K frames": (422, "video_too_large"),
+    "decompression bomb": (422, "video_too_large"),
+    "over the duration cap": (422, "video_too_long"),
 }
 
 
@@ -394,17 +450,25 @@ def test_bad_uploads(gateway: str, bad_files: dict[str, Path]) -> None:
                 data={"purpose": "user_data"},
             )
             error = assert_error(response, status, code)
+            # Each names the multipart field, and the limit with the option that sets it.
+            assert error["param"] == "file", error
             if label in ("8K frames", "decompression bomb"):
-                assert "pixels" in error["message"], error
+                assert "8,294,400 pixels per frame (--max-pixels)" in error["message"], error
             if label == "over the duration cap":
-                assert "900" in error["message"], error
-            # The same file as a data URL in a chat request: the same answer.
+                assert re.fullmatch(
+                    r"the video is 120\d(\.\d)? s long; this gateway takes at most 900 s "
+                    r"\(--max-duration-s\): ask about a clip of it \(video\.start/end\)",
+                    error["message"],
+                ), error
+            # The same file as a data URL in a chat request: the same answer, naming
+            # where the request gives the video.
             if label != "zero bytes":
                 chat = http_client.post(
                     "/v1/chat/completions",
                     json={"model": "arc", "messages": ask(data_url(path)), "max_tokens": 1},
                 )
-                assert_error(chat, status, code)
+                error = assert_error(chat, status, code)
+                assert error["param"] == "messages[0].content[0].video_url.url", error
 
 
 def test_over_the_size_cap_is_refused_while_uploading(gateway: str, tmp_path: Path) -> None:
@@ -429,7 +493,11 @@ def test_over_the_size_cap_is_refused_while_uploading(gateway: str, tmp_path: Pa
             content=chunks(),
             headers={"Content-Type": "multipart/form-data; boundary=xyz"},
         )
-        assert_error(response, 413, "file_too_large")
+        error = assert_error(response, 413, "file_too_large")
+        assert (
+            error["param"] == "file"
+            and f"{MAX_UPLOAD_MB} MiB (--max-upload-mb)" in error["message"]
+        )
         with big.open("rb") as handle:
             response = http_client.post(
                 "/v1/files", files={"file": ("big.mp4", handle)}, data={"purpose": "x"}

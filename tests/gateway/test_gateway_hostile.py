@@ -468,7 +468,7 @@ def test_model_name_is_clean_everywhere(gateway: str, clip: Path) -> None:
     assert [m.id for m in client.models.list()] == [PUBLIC_NAME]
     assert client.models.retrieve(PUBLIC_NAME).id == PUBLIC_NAME
     missing = httpx.get(gateway + "/v1/models/tmp", timeout=30)
-    assert_error(missing, 404, "model_not_found")
+    assert assert_error(missing, 404, "model_not_found")["param"] == "model"
     models = httpx.get(gateway + "/v1/models", timeout=30).json()
     assert [m["id"] for m in models["data"]] == [PUBLIC_NAME]
     assert httpx.get(gateway + "/ready", timeout=30).json()["models"] == [PUBLIC_NAME]
@@ -521,7 +521,13 @@ def test_multipart_is_bounded_and_checked(gateway: str, clip: Path) -> None:
         "invalid_purpose": [("Content-Disposition: form-data; name=\"purpose\"", b"", b"fine-tune"), file_part],
         "unknown_parameter": [purpose, ('Content-Disposition: form-data; name="extra"', b"", b"x"), file_part],
         "missing_file": [purpose],
+        "invalid_request": [purpose, purpose, file_part],
+        "field_too_long": [('Content-Disposition: form-data; name="purpose"', b"", b"p" * 2000), file_part],
     }  # fmt: skip
+    # The field each one names (none for all the fields together).
+    params = {"fields_too_large": None, "multiple_files": "file", "invalid_purpose": "purpose",
+              "unknown_parameter": "extra", "missing_file": "file", "invalid_request": "purpose",
+              "field_too_long": "purpose"}  # fmt: skip
     listed = {f["id"] for f in httpx.get(gateway + "/v1/files").json()["data"]}
     for code, parts in cases.items():
         reply = httpx.post(
@@ -530,7 +536,7 @@ def test_multipart_is_bounded_and_checked(gateway: str, clip: Path) -> None:
             headers={"Content-Type": "multipart/form-data; boundary=xyz"},
             timeout=120,
         )
-        assert_error(reply, 400, code)
+        assert assert_error(reply, 400, code)["param"] == params[code], code
     assert {f["id"] for f in httpx.get(gateway + "/v1/files").json()["data"]} == listed
 
 
@@ -619,7 +625,10 @@ def test_an_upload_over_the_budget_is_refused_not_lost(
     big = media_dir / "c3522vbgwaw.mp4"  # over 3 MB with its prepared form
     reply = _upload(small_store, big)
     assert reply.status_code in (413, 507), reply.text
-    assert reply.json()["error"]["code"] in ("file_exceeds_storage", "storage_full")
+    error = reply.json()["error"]
+    assert error["code"] in ("file_exceeds_storage", "storage_full")
+    if error["code"] == "file_exceeds_storage":
+        assert error["param"] == "file" and "(3 MiB: --files-budget-mb)" in error["message"]
     assert httpx.get(small_store + "/v1/files").json()["data"] == []
 
 

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from typing import ClassVar
 import httpx
 import pytest
 from media_factory import make_clip
-from servers import FakeUpstream, free_port, start_gateway, stop
+from servers import FakeUpstream, create_key, free_port, keys_command, start_gateway, stop
 
 from server.app import create_app
 from server.config import Settings
@@ -68,26 +67,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "other": make_clip(folder / "other.mp4", seconds=2, size="128x72"),
         "long": make_clip(folder / "long.mp4", seconds=6),
     }
-
-
-def keys_command(database: str, *args: str) -> subprocess.CompletedProcess:
-    """`arc-gateway keys ...` as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", "keys", *args, "--database-url", database],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def create_key(database: str, name: str, *limits: str) -> str:
-    """`arc-gateway keys create`: the secret alone on stdout."""
-    done = keys_command(database, "create", "--name", name, *limits)
-    assert done.returncode == 0, done.stderr
-    secret = done.stdout.strip()
-    assert secret.startswith("sk-arc-") and "\n" not in secret
-    return secret
 
 
 def quick_key(database: str, name: str, **limits: float) -> dict[str, str]:
@@ -399,9 +378,15 @@ def test_storage_quota_never_evicts_another_keys_files(
 def test_longest_video(deployment: Deployment, clips: dict[str, Path]) -> None:
     headers = quick_key(deployment.database, "short-only", max_duration_s=4)
     reply = ask(deployment.base, headers, data_url(clips["long"]))
-    error = assert_openai_error(reply, 400, "invalid_video")
-    assert "limit of 4 s" in error["message"]
-    assert upload(deployment.base, headers, clips["long"]).status_code == 400
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert re.match(
+        r"the video is 6(\.\d)? s long; this API key takes at most 4 s \(the key's "
+        r"--max-duration-s limit\)",
+        error["message"],
+    ), error
+    assert error["param"] == "messages[0].content[0].video_url.url", error
+    refused = upload(deployment.base, headers, clips["long"])
+    assert assert_openai_error(refused, 422, "video_too_long")["param"] == "file"
     assert ask(deployment.base, headers, data_url(clips["short"])).status_code == 200
     # A stored file longer than the key allows (an admin's, or a limit lowered later).
     long_file = upload(deployment.base, deployment.auth("a"), clips["long"]).json()["id"]
@@ -411,7 +396,12 @@ def test_longest_video(deployment: Deployment, clips: dict[str, Path]) -> None:
     )
     before = decodes(deployment.base)
     reply = ask(deployment.base, deployment.auth("a"), long_file)
-    assert_openai_error(reply, 400, "invalid_video")
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert error["param"] == "messages[0].content[0].video_url.url", error
+    assert "this API key takes at most 4 s" in error["message"], error
+    reply = ask(deployment.base, deployment.auth("a"), long_file, video={"start": 0, "end": 5})
+    error = assert_openai_error(reply, 422, "video_too_long")
+    assert error["message"].startswith("the clip asked about is 5 s long"), error
     reply = ask(deployment.base, deployment.auth("a"), long_file, video={"start": 0, "end": 3})
     assert reply.status_code == 200, reply.text  # a clip within the limit is fine
     assert (

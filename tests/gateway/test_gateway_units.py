@@ -24,6 +24,10 @@ def test_settings_from_flags_and_environment() -> None:
     assert load_settings(["--max-upload-mb", "3"], env).max_upload_mb == 3
     text = build_parser().format_help()
     assert "ARC_GATEWAY_UPSTREAM_URL" in text and "default http://127.0.0.1:8000" in text
+    # --help reads by topic, with no empty defaults ("default None") and no option twice.
+    assert "long videos (over five minutes: asked in segments):" in text
+    assert "API keys and the database:" in text and "arc-gateway keys --help" in text
+    assert "default None" not in text and "default False" not in text and "default []" not in text
 
 
 def _container(store: FileStore, data: bytes) -> Path:
@@ -534,7 +538,7 @@ def test_validation_messages_have_no_pydantic_prefix() -> None:
     from server.errors import invalid_request
 
     for content, extra, param in (
-        ("hi", {"video": {"start": 5, "end": 1}}, "video"),
+        ("hi", {"video": {"start": 5, "end": 1}}, "video.end"),
         ([{"type": "text"}], {}, "messages[0].content[0]"),
     ):
         with pytest.raises(ValidationError) as refused:
@@ -657,3 +661,43 @@ def test_structured_answer_has_every_key() -> None:
     }
     chunk = json.loads(annotate_chunk(json.dumps(last), {}, "qa", "arc", None))
     assert chunk["choices"][0]["structured"] == {"thinking": None, "answer": "hi", "segments": None}
+
+
+def test_video_errors_name_the_parameter_and_the_limit(tmp_path: Path) -> None:
+    """What a decode job's failure reads as (server/video/errors.py), with the library's
+    errors rebuilt from a worker's pipe (pickled) as the gateway receives them."""
+    import pickle
+
+    from arc_media.limits import ClipError, MediaError, OverLimitError
+    from server.config import Settings
+    from server.video.errors import job_error
+
+    settings = Settings(files_dir=str(tmp_path), max_duration_s=3600)
+    where = "messages[0].content[1].video_url.url"
+
+    def answer(error: Exception, clipped: bool = False):
+        received = pickle.loads(pickle.dumps(error))
+        return job_error(received, settings, tmp_path / "v.mp4", clipped, where)
+
+    too_long = answer(OverLimitError("over", "max_duration_s", 7260.0, 3600.0))
+    assert (too_long.status_code, too_long.code, too_long.param) == (422, "video_too_long", where)
+    assert too_long.message == (
+        "the video is 7260 s long; this gateway takes at most 3600 s (--max-duration-s): "
+        "ask about a clip of it (video.start/end)"
+    )
+    by_key = answer(OverLimitError("over", "max_duration_s", 700.0, 600.0), clipped=True)
+    assert by_key.message.startswith(
+        "the clip asked about is 700 s long; this API key takes at most 600 s (the key's "
+        "--max-duration-s limit)"
+    )
+    pixels = answer(OverLimitError("over", "max_pixels", 7680 * 4320, 3840 * 2160))
+    assert (pixels.status_code, pixels.code, pixels.param) == (422, "video_too_large", where)
+    assert "33,177,600 pixels" in pixels.message and "(--max-pixels)" in pixels.message
+    clip = answer(ClipError("bad clip: the clip ends at 3 s, not after its start (5 s)", "end"))
+    assert (clip.status_code, clip.code, clip.param) == (400, "invalid_clip", "video.end")
+    assert clip.message == "video.end: the clip ends at 3 s, not after its start (5 s)"
+    unreadable = answer(MediaError(f"could not read {tmp_path / 'v.mp4'}"))
+    assert (unreadable.code, unreadable.param) == ("invalid_video", where)
+    assert str(tmp_path) not in unreadable.message
+    crashed = answer(MemoryError())
+    assert crashed.code == "video_too_large" and "--ffmpeg-memory-mb" in crashed.message

@@ -8,10 +8,12 @@ through Playwright, against real gateways on loopback.
   decodes the real clip): the chapters drawn on the timeline, a click on one moves the
   player's `currentTime`, a clip chosen by dragging on the timeline, keyboard operation,
   a phone-width viewport, a bad file and a bad URL giving the gateway's message;
-- API keys and long-video progress (issues 21 and 20, not in the gateway yet): a stand-in
-  gateway (`key_gateway`: the real page, a `/v1` answering 401 to any other key and
-  streaming `: arc-segment` comments) checks the page's side of those contracts. Once the
-  gateway has them, point these tests at a real gateway started with a key.
+- API keys and a long video: a real gateway started with keys (made and revoked by the
+  real `arc-gateway keys` command) in front of the stand-in engine of the long-video tests
+  (tests/stand_in_engine.py): the key prompt at the first 401, again for a wrong key and
+  for a revoked one; a synthetic 5:20 video uploaded (asked in two segments, said so),
+  asked about with a clip: the segments' progress, and chapters drawn at the whole
+  video's times.
 
 Skips, saying why, when Playwright or Chromium is absent (scripts/setup.sh installs both).
 `ARC_PLAYGROUND_SCREENSHOTS=docs/images` writes the README's screenshots.
@@ -22,21 +24,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from media_factory import make_clip
-from servers import FakeUpstream, free_port, gateway_on_stand_in, start_gateway, stop
+from media_factory import card_colours, make_clip, make_long_video
+from servers import (
+    FakeUpstream,
+    create_key,
+    free_port,
+    gateway_on_stand_in,
+    keys_command,
+    start_gateway,
+    stop,
+)
+from stand_in_engine import EngineState, stand_in_engine
 
-from server import playground
 from server.playground.routes import STATIC
 
 CHROMIUM = Path(os.environ.get("ARC_CHROMIUM", "/usr/bin/chromium"))
@@ -664,129 +671,130 @@ def test_errors_are_shown_in_words(
     assert page.text("#thinking-text") == "Looking"
 
 
-# -------------------------------------------- API keys and long videos (stand-in gateway)
+# ------------------------------------------------- API keys and a long video in segments
 
 
-class _KeyGateway:
-    """A stand-in for the gateway with API keys (issue 21) and long-video progress (issue
-    20): the real page, and a `/v1` that answers 401 `invalid_api_key` unless the request
-    carries `Authorization: Bearer <key>`, and streams `: arc-segment` comments before the
-    answer. Replace it by the real gateway started with a key once both exist."""
-
-    def __init__(self) -> None:
-        self.key = "right-key"
-        self.seen: list[dict[str, str]] = []
-        app = FastAPI()
-        app.include_router(playground.router)
-
-        @app.middleware("http")
-        async def check_key(request: Request, call_next: Any) -> Any:
-            if request.url.path.startswith("/v1/"):
-                self.seen.append({"url": str(request.url),
-                                  "authorization": request.headers.get("authorization", "")})  # fmt: skip
-                if request.headers.get("authorization") != f"Bearer {self.key}":
-                    error = {"message": "Incorrect API key provided.",
-                             "type": "authentication_error", "param": None,
-                             "code": "invalid_api_key"}  # fmt: skip
-                    return JSONResponse({"error": error}, status_code=401)
-            return await call_next(request)
-
-        @app.get("/v1/models")
-        async def models() -> dict:
-            return {"object": "list", "data": [{"id": "stand-in", "object": "model"}]}
-
-        @app.post("/v1/files")
-        async def upload(request: Request) -> dict:
-            await request.body()
-            video = {"frames": 8, "duration": 8, "has_audio": True, "video_duration_s": 7.53}
-            return {"id": "file-standin", "object": "file", "filename": CLIP, "video": video}
-
-        @app.post("/v1/chat/completions")
-        async def chat() -> StreamingResponse:
-            return StreamingResponse(self._events(), media_type="text/event-stream")
-
-        self.app = app
-
-    async def _events(self) -> Any:
-        import asyncio
-
-        for index in range(3):
-            await asyncio.sleep(0.15)
-            segment = {"index": index, "count": 3, "start": 100.0 * index,
-                       "end": 100.0 * (index + 1), "done": index + 1}  # fmt: skip
-            yield f": arc-segment {json.dumps(segment)}\n".encode()
-        for piece in ("<think>long</think><answer>", "Three ", "parts.", "</answer>"):
-            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-        final = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
-                              "structured": {"answer": "Three parts."}}]}  # fmt: skip
-        yield f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode()
+@dataclass
+class KeyedGateway:
+    base: str
+    files: Path  # its files folder, where `arc-gateway keys` finds its database
+    keys: dict[str, str]  # name -> secret
+    engine: EngineState
 
 
 @pytest.fixture(scope="module")
-def key_gateway() -> Iterator[tuple[str, _KeyGateway]]:
-    stand_in = _KeyGateway()
+def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedGateway]:
+    """A real gateway with API keys (made by `arc-gateway keys create` on its database) in
+    front of the stand-in engine (tests/stand_in_engine.py: known answers per segment)."""
+    folder = tmp_path_factory.mktemp("playground-keys")
+    files = folder / "files"
+    keys = {name: create_key(str(files), name) for name in ("first", "second")}
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(stand_in.app, host="127.0.0.1", port=port, log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", stand_in
-    server.should_exit = True
-    thread.join(timeout=10)
+    with stand_in_engine() as (engine_url, state):
+        extra = ["--decode-workers", "1", "--served-model-name", "stand-in"]
+        proc = start_gateway(engine_url, port, files, folder / "gateway.log", extra)
+        try:
+            yield KeyedGateway(f"http://127.0.0.1:{port}", files, keys, state)
+        finally:
+            stop(proc)
 
 
-def test_a_wrong_key_brings_the_key_prompt_back(
-    open_page: Any, key_gateway: tuple[str, _KeyGateway], clip: Path
+CARD_S = 40  # the long video's colour cards: one per 40 s, told apart by the stand-in
+
+
+@pytest.fixture(scope="module")
+def lecture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5:20, over five minutes: asked about in segments. 128x72 at 1 fps: decoded at once
+    (smaller frames put the timestamp overlay over the centre the stand-in reads)."""
+    folder = tmp_path_factory.mktemp("playground-long")
+    return make_long_video(folder / "lecture.mp4", seconds=320, card_s=CARD_S, size="128x72", fps=1)
+
+
+# The stand-in's answer for each segment, by the card its first frame shows (times from the
+# segment's start, as the model writes them).
+SEGMENT_CHAPTERS = {
+    0: "<answer>0:00:00-0:02:00 The first cards\n0:02:00-0:05:00 More cards</answer>",
+    7: "<answer>0:00:00-0:00:10 The last card</answer>",
+}
+
+
+def test_keys_and_a_long_video_in_segments(
+    open_page: Any, keyed_gateway: KeyedGateway, clip: Path, lecture: Path
 ) -> None:
-    base, stand_in = key_gateway
-    stand_in.key = "right-key"
-    page = open_page(base)
+    gateway = keyed_gateway
+    page = open_page(gateway.base)
     dialog = "document.getElementById('key-dialog')"
     message = "document.getElementById('key-message').textContent"
-    # The page itself needs no key; its first API call answers 401: the key prompt.
+    # The page itself needs no key; its first API call answers 401: the key prompt, with
+    # the gateway's words.
     page.wait(f"() => {dialog}.open")
-    assert page.js(message).startswith("This gateway needs an API key: Incorrect API key")
-    page.tab.fill("#key-input", "wrong-key")
+    unauthorized = httpx.get(gateway.base + "/v1/models").json()["error"]["message"]
+    expected = f"This gateway needs an API key: {unauthorized.rstrip('.')}."
+    assert page.js(message) == expected, page.js(message)
+    page.tab.fill("#key-input", "sk-arc-wrong")
     page.tab.press("#key-input", "Enter")
     page.wait(f"() => {message}.startsWith('The key was refused')")
     assert page.js(f"{dialog}.open") is True
-    page.tab.fill("#key-input", "right-key")
+    page.tab.fill("#key-input", gateway.keys["first"])
     page.tab.press("#key-input", "Enter")
     page.wait("() => document.getElementById('model-status').textContent === 'Model: stand-in'")
     assert page.js(f"{dialog}.open") is False
     # Kept for this tab only, sent as a Bearer token, never in a URL.
-    assert page.js("sessionStorage.getItem('arc-api-key')") == "right-key"
+    assert page.js("sessionStorage.getItem('arc-api-key')") == gateway.keys["first"]
     assert page.js("localStorage.length") == 0
     page.upload(clip)
     assert page.text("#video-status").startswith("Ready:"), page.text("#video-error")
+    file_id = re.search(r"\((file-[^)]+)\)", page.text("#video-status")).group(1)
 
-    # The key is revoked: the next call's 401 brings the prompt back, and the question
-    # goes through with the new key.
-    stand_in.key = "new-key"
-    page.record_text("#segment-text")
+    # The key is revoked (the operator's command): the next call's 401 brings the prompt
+    # back, and the question goes again with the new key, for which the first key's file
+    # does not exist (each key's files are its own): said in the gateway's words.
+    revoked = keys_command(str(gateway.files), "revoke", "first")
+    assert revoked.returncode == 0, revoked.stderr
+    page.tab.check("input[name=task][value=qa]")
+    page.tab.fill("#question", "What is shown?")
     page.count_answers()
     page.tab.click("#ask-button")
     page.wait(f"() => {dialog}.open && {message}.startsWith('The key was refused')")
-    page.tab.fill("#key-input", "new-key")
+    page.tab.fill("#key-input", gateway.keys["second"])
     page.tab.press("#key-input", "Enter")
     page.wait_answer()
-    assert page.text("#answer") == "Three parts."
-    # Long videos: one progress step per finished segment.
-    assert page.text("#segment-text") == "3 of 3 segments (to 5:00)"
-    steps = [step["text"] for step in page.js("window.textTrace")]
-    assert steps[:3] == [f"{k} of 3 segments (to {page_time(100 * k)})" for k in (1, 2, 3)], steps
-    assert page.js("document.getElementById('segment-bar').value") == 3
+    assert page.text("#answer-error") == f"no file with id {file_id!r} (file_not_found)"
+    assert page.js("sessionStorage.getItem('arc-api-key')") == gateway.keys["second"]
 
-    sent = stand_in.seen
-    assert {s["authorization"] for s in sent} >= {
-        "Bearer wrong-key",
-        "Bearer right-key",
-        "Bearer new-key",
-    }
-    assert not [s for s in sent if "key" in s["url"]]
-    for request in page.requests:
-        assert "key" not in request["url"]
-    assert page.js("sessionStorage.getItem('arc-api-key')") == "new-key"
+    # A long video: measured at upload, not prepared; the page says it is asked in segments.
+    gateway.engine.reset()
+    gateway.engine.cards = card_colours(lecture, 320 // CARD_S, CARD_S)
+    gateway.engine.segment_answer = lambda card: SEGMENT_CHAPTERS[card]
+    page.upload(lecture)
+    status = page.text("#video-status")
+    assert status.startswith(
+        "Ready: lecture.mp4, 5:20, long video: asked in 2 segments of up to 5:00, with audio."
+    ), status
+    # A clip from 10 s to the end (310 s): two segments, 10-310 and 310-320, whose answers
+    # the gateway puts on the whole video's time: drawn there, not 10 s later.
+    page.tab.fill("#clip-start", "10")
+    page.tab.fill("#clip-end", "320")
+    page.record_text("#segment-text")
+    page.ask("chapters")
+    assert page.chats()[-1]["video"] == {"task": "chapters", "start": 10, "end": 320}
+    assert page.js("document.getElementById('answer-error').hidden"), page.text("#answer-error")
+    # One progress step per finished segment (in the order they finish).
+    steps = [step["text"] for step in page.js("window.textTrace") if step["text"]]
+    assert [step.split(" (")[0] for step in steps] == ["1 of 2 segments", "2 of 2 segments"]
+    assert page.js("document.getElementById('segment-bar').value") == 2
+    bars = page.tab.locator("#segment-lane .segment")
+    starts = [float(bars.nth(k).get_attribute("data-start")) for k in range(bars.count())]
+    assert starts == [10, 130, 310], starts
+    times = page.tab.locator("#segment-list button").all_text_contents()
+    assert times == ["0:10 – 2:10", "2:10 – 5:10", "5:10 – 5:20"], times
+    assert "The last card" in page.text("#segment-list")
+    usage = page.text("#usage")
+    assert "Segments2" in usage and "Clip0:10 – 5:20" in usage, usage
+    assert len(gateway.engine.segments_seen()) == 2
+
+    # Every call carried the key typed last, as a Bearer token; none in a URL.
+    sent = {r["headers"].get("authorization") for r in page.requests}
+    assert {f"Bearer {gateway.keys[k]}" for k in ("first", "second")} <= sent, sent
+    assert "Bearer sk-arc-wrong" in sent
+    assert not [r for r in page.requests if "sk-arc" in r["url"]]

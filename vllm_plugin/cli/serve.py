@@ -18,8 +18,8 @@ llguidance where the tokenizer has a tokenizer.json, else xgrammar; not added wh
 On a CPU build of vLLM it also adds `--enforce-eager`, a `--kv-cache-memory-bytes`
 sized for 4 requests of --max-model-len tokens (or $ARC_KV_CACHE_MEMORY_BYTES, e.g. 2G)
 and a 1 GiB processor cache, and checks before starting that they and the weights fit the
-memory: the engine
-starts without a warm-up pass and on any machine (no fraction of the machine's memory).
+memory: the engine starts without a warm-up pass and on any machine (no fraction of the
+machine's memory).
 `--gpu-memory-utilization` given instead sizes the cache by vLLM's rule. The model runs
 in the engine core process (VLLM_ENABLE_V1_MULTIPROCESSING=0, no worker process at
 tensor-parallel size 1) and TORCH_COMPILE_DISABLE=1 (no C++ compiler needed for

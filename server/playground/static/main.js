@@ -260,9 +260,14 @@ async function useFile(file) {
     state.video = { kind: "file", id: uploaded.id, name: uploaded.filename, info };
     if (!timeline.duration && info.video_duration_s) setDuration(info.video_duration_s);
     const audio = info.has_audio ? "with audio" : "no audio";
+    // A video over five minutes is measured at upload, not prepared: the gateway asks
+    // about it in segments of five minutes (`video.segments`), and says how many.
+    const seen = info.frames === null && info.segments > 1
+      ? `long video: asked in ${info.segments} segments of up to 5:00`
+      : `${info.frames} frames`;
     show(
       $("video-status"),
-      `Ready: ${uploaded.filename}, ${formatTime(info.video_duration_s)}, ${info.frames} frames, ` +
+      `Ready: ${uploaded.filename}, ${formatTime(info.video_duration_s)}, ${seen}, ` +
         `${audio}. Every question reuses the uploaded file (${uploaded.id}).`,
     );
   } catch (error) {
@@ -474,6 +479,7 @@ function showUsage(usage, times) {
     rows.push(["Audio", video.has_audio ? "yes" : "no"]);
     rows.push(["Video tokens", String(video.video_tokens)]);
     if (video.clip) rows.push(["Clip", formatRange(video.clip[0], video.clip[1])]);
+    if (video.segments) rows.push(["Segments", String(video.segments.length)]);
   }
   if (usage) {
     rows.push(["Prompt tokens", String(usage.prompt_tokens)]);
@@ -495,21 +501,23 @@ function showUsage(usage, times) {
   list.hidden = false;
 }
 
+// A long video's progress line (`: arc-segment {...}`) shown; true if it was one.
 function showSegmentProgress(comment) {
-  if (!comment.startsWith("arc-segment ")) return;
+  if (!comment.startsWith("arc-segment ")) return false;
   let info;
   try {
     info = JSON.parse(comment.slice("arc-segment ".length));
   } catch {
-    return;
+    return false;
   }
   const { count, done, end } = info;
-  if (!(count > 0)) return;
+  if (!(count > 0)) return false;
   $("segment-progress").hidden = false;
   $("segment-bar").max = count;
   $("segment-bar").value = done;
   $("segment-text").textContent = `${done} of ${count} segments (to ${formatTime(end)})`;
   show($("answer-status"), "Watching the long video segment by segment…");
+  return true;
 }
 
 function setAsking(controller) {
@@ -550,12 +558,15 @@ async function ask(event) {
   let structured = null;
   let finish = null;
   let usage = null;
+  let segmentsSeen = false;
   try {
     await withKey(() => {
       raw = "";
       return streamChat(request, {
         signal: controller.signal,
-        onComment: showSegmentProgress,
+        onComment(comment) {
+          segmentsSeen = showSegmentProgress(comment) || segmentsSeen;
+        },
         onChunk(chunk) {
           const choice = chunk.choices?.find((c) => (c.index ?? 0) === 0);
           const text = choice?.delta?.content;
@@ -571,9 +582,12 @@ async function ask(event) {
       });
     });
     renderText(raw, { final: true, structured });
-    // The model reads its times off the frames, whose overlay counts from the clip's
-    // start: a clip's ranges are moved onto the whole video's time.
-    const offset = usage?.video?.clip?.[0] ?? request.video.start ?? 0;
+    // In one pass the model reads its times off the frames, whose overlay counts from
+    // the clip's start: a clip's ranges are moved onto the whole video's time. A long
+    // video's segmented answer (usage.video.segments, or its progress lines) comes with
+    // the gateway's times on the whole video already.
+    const segmented = Boolean(usage?.video?.segments) || segmentsSeen;
+    const offset = segmented ? 0 : (usage?.video?.clip?.[0] ?? request.video.start ?? 0);
     const segments = (structured?.segments || []).map((s) => ({
       start: s.start + offset,
       end: s.end + offset,
