@@ -337,7 +337,7 @@ def test_other_parameters_are_refused_by_name(gateway: str, name: str, value: ob
         ({"max_tokens": 0}, "max_tokens"),
         ({"stop": ["x"] * 20}, "stop"),
         ({"chat_template_kwargs": {"task": "jailbreak"}}, "chat_template_kwargs.task"),
-        ({"video": {"start": 5, "end": 1}}, "video"),
+        ({"video": {"start": 5, "end": 1}}, "video.end"),
         ({"priority": -1}, "priority"),
         ({"response_format": {"type": "regex"}}, "response_format.type"),
     ],
