@@ -32,11 +32,19 @@ ENDPOINT = "/v1/chat/completions"
 # OpenAI's batch statuses; a batch in one of the last four has ended.
 ENDED = ("completed", "failed", "expired", "cancelled")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".mpg", ".mpeg")
+# Waits for a 429 before an upload gives up (each as long as the gateway's Retry-After).
+RATE_LIMIT_RETRIES = 30
 TASKS = ("qa", "summary", "grounding", "mcq", "chapters", "none")
 
 
 class CommandError(Exception):
-    """A failure told to the user in one line (exit status 2)."""
+    """A failure told to the user in one line (exit status 2); `status`: the gateway's HTTP
+    status when it answered one, `retry_after_s` its Retry-After."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after_s: float = 0.0):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,7 +84,9 @@ class Gateway:
                 f"running? (--url or {URL_ENV})"
             ) from e
         if response.status_code >= 400:
-            raise CommandError(self._explain(response, what))
+            raise CommandError(
+                self._explain(response, what), response.status_code, _retry_after(response)
+            )
         return response
 
     def _explain(self, response: httpx.Response, what: str) -> str:
@@ -104,20 +114,29 @@ class Gateway:
             raise CommandError(f"{what}: the gateway answered something that is not JSON") from e
 
     def upload(self, path: Path, purpose: str, what: str, content_type: str) -> dict:
+        """POST /v1/files; a 429 (the key's rate or concurrency limit) is waited out."""
         try:
             handle = path.open("rb")
         except OSError as e:
             raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
         with handle:
-            # Uploads may be large and slow: no read timeout beyond the gateway's own.
-            return self.json(
-                "POST",
-                "/v1/files",
-                what,
-                files={"file": (path.name, handle, content_type)},
-                data={"purpose": purpose},
-                timeout=httpx.Timeout(None, connect=10.0),
-            )
+            for attempt in range(RATE_LIMIT_RETRIES + 1):
+                handle.seek(0)
+                try:
+                    # Uploads may be large and slow: no read timeout beyond the gateway's own.
+                    return self.json(
+                        "POST",
+                        "/v1/files",
+                        what,
+                        files={"file": (path.name, handle, content_type)},
+                        data={"purpose": purpose},
+                        timeout=httpx.Timeout(None, connect=10.0),
+                    )
+                except CommandError as e:
+                    if e.status != 429 or attempt == RATE_LIMIT_RETRIES:
+                        raise
+                    time.sleep(max(e.retry_after_s, 1.0))
+        raise AssertionError("unreachable")
 
     def batch(self, batch_id: str) -> dict:
         return self.json("GET", f"/v1/batches/{batch_id}", f"batch {batch_id}")
@@ -146,6 +165,13 @@ class Gateway:
             raise
         partial.replace(dest)
         return written
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return float(response.headers.get("retry-after") or 0)
+    except ValueError:
+        return 0.0
 
 
 class Unreachable(CommandError):
@@ -529,9 +555,10 @@ def cmd_make(gateway: Gateway, args: argparse.Namespace) -> int:
             name = str(path.relative_to(args.folder))
             try:
                 stored = gateway.upload(path, "user_data", f"uploading {name}", "video/mp4")
-            except Unreachable:
-                raise
             except CommandError as e:
+                # A video the gateway refuses is skipped; no key, or no gateway, ends it all.
+                if isinstance(e, Unreachable) or e.status in (401, 403, 404):
+                    raise
                 failed += 1
                 print(f"[{k}/{len(videos)}] skipped: {e}", file=sys.stderr)
                 continue
