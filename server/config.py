@@ -299,6 +299,50 @@ class Settings:
             "on a file) outlives a gateway that died by at most this long"
         },
     )
+    batch_concurrency: int = field(
+        default=0,
+        metadata={
+            "help": "batch lines (POST /v1/batches) this gateway runs at once; 0 (default): "
+            "twice the decode workers, so one line's video decodes while another's is "
+            "with the engine. Lines run behind interactive requests (the decode queue and "
+            "the engine's priority) whatever this is"
+        },
+    )
+    batch_retries: int = field(
+        default=3,
+        metadata={
+            "help": "retries of a batch line that met a retriable error (engine 5xx or "
+            "429, timeout, unreachable) before it goes to the error file"
+        },
+    )
+    batch_retry_backoff_s: float = field(
+        default=2.0,
+        metadata={"help": "wait before a line's first retry; doubled for each next one"},
+    )
+    batch_lease_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "a gateway's claim on the batch lines it runs (renewed while it lives): "
+            "the lines of a gateway that died run again elsewhere after at most this long"
+        },
+    )
+    batch_window_s: float = field(
+        default=0,
+        metadata={
+            "help": "how long a batch may run before it expires; 0 (default): its "
+            "completion_window (24h). For tests and trials"
+        },
+    )
+    batch_max_lines: int = field(
+        default=50000, metadata={"help": "most requests in one batch input file (413 past it)"}
+    )
+    batch_max_line_mb: float = field(
+        default=10,
+        metadata={"help": "longest line of a batch input file, data URLs included (413 past it)"},
+    )
+    batch_max_file_mb: float = field(
+        default=200, metadata={"help": "largest batch input file (413 past it)"}
+    )
 
     def __post_init__(self) -> None:
         if self.forward_mode not in FORWARD_MODES:
@@ -311,6 +355,11 @@ class Settings:
             raise ValueError("segments_in_flight must be at least 1")
         if self.integrator_url and not self.integrator_model:
             raise ValueError("integrator_url needs integrator_model (the model to ask there)")
+        if self.batch_concurrency < 0 or self.batch_retries < 0:
+            raise ValueError("batch_concurrency and batch_retries must be 0 or more")
+        for name in ("batch_max_lines", "batch_max_line_mb", "batch_max_file_mb", "batch_lease_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
         for name in ("max_schema_bytes", "max_schema_depth", "max_schema_properties"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -340,6 +389,11 @@ class Settings:
                 raise ValueError(f"--admin-key-file {self.admin_key_file} is empty")
             return text.splitlines()[0].strip()
         return None
+
+    @property
+    def batch_workers(self) -> int:
+        """Batch lines run at once (`batch_concurrency`, or twice the decode workers)."""
+        return self.batch_concurrency or 2 * self.decode_workers
 
     @property
     def max_upload_bytes(self) -> int:
@@ -379,6 +433,7 @@ HELP_GROUPS = {
     "segments_in_flight": "long videos (over five minutes: asked in segments)",
     "video_tokens_per_frame": "other",
     "database_url": "API keys and the database",
+    "batch_concurrency": "batches (POST /v1/batches)",
 }
 
 
