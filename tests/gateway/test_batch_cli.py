@@ -223,8 +223,8 @@ def test_submit_wait_download(gateway: Gateway, file_id: str, tmp_path: Path) ->
             [
                 line("first", file_id),
                 line("second", file_id),
-                # the chat endpoint refuses it (400 unknown_parameter): its line fails
-                line("refused", file_id, logit_bias={"1": 5}),
+                # valid, and refused when it runs (400 single_user_message): the error file
+                line("refused", file_id, messages=[{"role": "user", "content": "x"}] * 2),
             ]
         )
         + "\n"
@@ -235,7 +235,7 @@ def test_submit_wait_download(gateway: Gateway, file_id: str, tmp_path: Path) ->
         "--metadata", "project=cli-test",
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout, done.stderr)
-    match = re.search(r"batch (batch_\w+): completed, (\d+) done, (\d+) failed of 3", done.stdout)
+    match = re.search(r"batch (batch_\w+): completed, 2 done, 1 failed of 3", done.stdout)
     assert match, done.stdout
     batch_id = match.group(1)
     # the progress bar on stderr (not a terminal: one line per status), then the files saved
@@ -250,22 +250,21 @@ def test_submit_wait_download(gateway: Gateway, file_id: str, tmp_path: Path) ->
         response = by_id[name]["response"]
         assert response["status_code"] == 200
         assert response["body"]["usage"]["completion_tokens"] == 2
-    # the refused line is in the error file (or the output, with its 400), exactly once
+    # the refused line is in the error file, with the chat endpoint's answer
     errors = results / f"{batch_id}-errors.jsonl"
-    refused = [
-        json.loads(text)
-        for path in (output, errors)
-        if path.exists()
-        for text in path.read_text().splitlines()
-        if json.loads(text)["custom_id"] == "refused"
-    ]
-    assert len(refused) == 1, refused
+    assert f"saved {errors}" in done.stderr
+    (refused,) = [json.loads(text) for text in errors.read_text().splitlines()]
+    assert refused["custom_id"] == "refused" and "refused" not in by_id
+    assert refused["response"]["status_code"] == 400
+    assert refused["response"]["body"]["error"]["code"] == "single_user_message"
     # show, list: the same batch
     shown = run(gateway, "show", batch_id, "--json")
     assert shown.returncode == 0, shown.stderr
     batch = json.loads(shown.stdout)
     assert batch["status"] == "completed" and batch["metadata"] == {"project": "cli-test"}
-    assert batch["request_counts"]["total"] == 3
+    assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    for key in ("output_file_id", "error_file_id"):
+        assert f"{key}: {batch[key]}" in done.stdout
     listed = run(gateway, "list")
     assert listed.returncode == 0 and batch_id in listed.stdout, listed.stdout
     assert listed.stdout.splitlines()[0].split()[:2] == ["ID", "STATUS"]
