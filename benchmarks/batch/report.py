@@ -195,7 +195,12 @@ def markdown(report: dict) -> str:
     if beside.get("batch_lines_per_s") is not None:
         lines.append(
             f"\nBeside the interactive requests the batch ran {beside['batch_lines_per_s']:.2f} "
-            "lines/s (it was cancelled after them)."
+            "lines/s"
+            + (
+                " (it was cancelled after them)."
+                if (report["batches"].get("beside") or {}).get("status") == "cancelled"
+                else "."
+            )
         )
     found = failures(report) + report["warnings"]
     if found:
