@@ -5,7 +5,8 @@
    streaming chats about the stored files) at each concurrency level: its best throughput;
 2. interactive requests at concurrency 1 on the idle stack: their latency;
 3. a batch of the same requests alone, from its create request until a poll sees it ended:
-   its throughput, its output file checked line by line;
+   its throughput, its output file checked line by line; then the load client again at its
+   best level with as many requests as the batch has lines (the same work, right after);
 4. a second batch, and once its first line is done the interactive requests again beside
    it; then it is cancelled (what it finished meanwhile is its throughput beside them).
 
@@ -31,7 +32,7 @@ from ..load.records import Record, Slo
 from ..load.stats import summarize
 from ..load.videos import Video, find_videos
 from . import report as rep
-from .api import BatchClient, BatchRun, batch_lines
+from .api import ENDED, BatchClient, BatchRun, batch_lines
 
 
 def log(message: str) -> None:
@@ -168,15 +169,34 @@ async def _measure(
         )
         rep.write(args.out, report)
 
+        # 3b. the load client again at its best level, as many requests as the batch has
+        # lines: the same work over the same stretch of time (a shared machine drifts)
+        best = rep.best_load(report)
+        if best is not None:
+            level = best["concurrency"]
+            records, seconds = await client.batch(
+                SECOND_QUESTION, level, args.lines, deadline, lambda r: None
+            )
+            report["load_matched"] = summarize(SECOND_QUESTION, level, args.lines, records, seconds)
+            log(
+                f"load client c={level}, {args.lines} requests: "
+                f"{report['load_matched']['request_throughput']:.2f} req/s"
+            )
+            rep.write(args.out, report)
+
         # 4. interactive requests beside a running batch
         beside = BatchRun()
         await batches.create(batch_lines(bodies, args.lines, "beside"), "beside.jsonl", beside)
         await batches.poll(beside, "started", args.batch_timeout_s)
         first = (beside.polls[-1][0], beside.completed + beside.failed)
+        stop = asyncio.Event()
+        follower = asyncio.create_task(_follow(batches, beside, stop, args.poll_s))
         loaded = await _interactive(client, args, deadline, "beside a batch")
+        stop.set()
+        await follower
         now = await batches.poll(beside, "once", 0)
         last = (beside.polls[-1][0], beside.completed + beside.failed)
-        if beside.status in ("completed", "failed", "expired", "cancelled"):
+        if beside.status in ENDED:
             report["warnings"].append(
                 f"the batch beside the interactive requests ended before they did "
                 f"({beside.status}): use more --lines"
@@ -185,7 +205,7 @@ async def _measure(
             (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else None
         )
         report["interactive"]["beside_batch"] = loaded
-        if now["status"] not in ("completed", "failed", "expired", "cancelled"):
+        if now["status"] not in ENDED:
             await batches.cancel(beside)
             now = await batches.poll(beside, "ended", args.batch_timeout_s)
         await batches.check_output(beside, now)
@@ -197,6 +217,16 @@ async def _measure(
         rep.write(args.out, report)
         await batches.close()
         await client.delete_uploads()
+
+
+async def _follow(batches: BatchClient, run: BatchRun, stop: asyncio.Event, every_s: float) -> None:
+    """Polls the batch while the interactive requests run (its progress curve)."""
+    while not stop.is_set() and run.status not in ENDED:
+        await batches.poll(run, "once", 0)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
 
 
 def json_body(client: LoadClient, video: Video) -> dict:
