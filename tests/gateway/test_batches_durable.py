@@ -50,6 +50,44 @@ def test_the_migrated_schema_holds_the_batch_tables(database: str) -> None:
     db.close()
 
 
+def test_a_line_run_twice_is_written_once(database: str) -> None:
+    """Claims at the rows: a claim that expired (its gateway stalled or died) is taken
+    over; the first claim's late result is then refused, the second's written and counted
+    once."""
+    import time
+
+    from server.batches import objects as o
+    from server.batches import store
+    from server.batches.validate import Line
+    from server.db.models import Batch
+
+    db = Database(database)
+    db.migrate()
+    now = time.time()
+    row = Batch(id="batch_t", owner="anonymous", endpoint=o.ENDPOINT, input_file_id="file-x",
+                completion_window="24h", status=o.VALIDATING, created_at=now,
+                expires_at=now + 60, total=0, completed=0, failed=0)  # fmt: skip
+    db.call(store.add, row)
+    assert db.call(store.claim_batch, "batch_t", "h1", 30, o.VALIDATING, o.VALIDATING)
+    assert not db.call(store.claim_batch, "batch_t", "h2", 30, o.VALIDATING, o.VALIDATING)
+    lines = [Line(1, "a", "{}"), Line(2, "b", "{}")]
+    assert db.call(store.start, "batch_t", "h1", lines, []) == o.IN_PROGRESS
+    first = db.call(store.claim_lines, "batch_t", "h1", 0.2, 1)
+    assert [x[1] for x in first] == ["a"]
+    assert [x[1] for x in db.call(store.claim_lines, "batch_t", "h2", 0.2, 5)] == ["b"]
+    time.sleep(0.3)  # both claims expire (neither gateway renewed them)
+    second = db.call(store.claim_lines, "batch_t", "h2", 30, 5)
+    assert [x[1] for x in second] == ["a", "b"]
+    assert db.call(store.claim_lines, "batch_t", "h1", 30, 5) == []  # live claims stay
+    result = {"response": {"status_code": 200}}
+    assert not db.call(store.finish_line, "batch_t", 1, first[0][3], o.DONE, result)
+    assert db.call(store.finish_line, "batch_t", 1, second[0][3], o.DONE, result)
+    assert not db.call(store.finish_line, "batch_t", 1, second[0][3], o.DONE, result)
+    assert db.call(store.get, "batch_t", None).completed == 1
+    assert db.call(store.unfinished, "batch_t") == 1  # "b", still running
+    db.close()
+
+
 def _output_ids(base: str, batch: dict) -> list[str]:
     return [x["custom_id"] for x in file_lines(base, batch["output_file_id"])]
 
