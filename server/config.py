@@ -311,8 +311,9 @@ class Settings:
     batch_retries: int = field(
         default=3,
         metadata={
-            "help": "retries of a batch line that met a retriable error (engine 5xx or "
-            "429, timeout, unreachable) before it goes to the error file"
+            "help": "retries of a batch line that met a retriable error (engine 5xx, "
+            "timeout, unreachable) before it goes to the error file; a 429 (the key's "
+            "limits, a busy engine) is waited out and uses none"
         },
     )
     batch_retry_backoff_s: float = field(

@@ -42,7 +42,7 @@ REJECTION_REASONS = (
 
 
 SEGMENT_OUTCOMES = ("answered", "retried", "failed")
-BATCH_OUTCOMES = ("completed", "failed", "retried")
+BATCH_OUTCOMES = ("completed", "failed", "retried", "paced")
 INTEGRATION_TASKS = ("qa", "summary", "grounding", "mcq", "chapters", "none")
 
 
@@ -147,7 +147,7 @@ class Metrics:
             "arc_gateway_batch_lines_total",
             "Batch lines this gateway finished, by outcome (completed: a 200 answer; failed: "
             "any other answer, or none after the retries; retried: a retriable failure "
-            "tried again); rate() is lines per second",
+            "tried again; paced: a 429 waited out); rate() is lines per second",
             ["outcome"],
             registry=r,
         )

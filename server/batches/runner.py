@@ -44,13 +44,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("arc.gateway")
 
 TICK_S = 0.5
-# Codes of a failure worth trying again: the engine (or the key's rate) may let it
-# through later. Anything else is the request's own answer.
-RETRIABLE_STATUS = (429, 500, 502, 503, 504)
+COUNT_EVERY_S = 5.0  # the queued-lines gauge (a count over every batch in progress)
+MAX_PACE_S = 30.0
+# Codes of a failure worth trying again: the engine may answer later. Anything else is
+# the request's own answer (a 429 is waited out, not retried: `_answer`).
+RETRIABLE_STATUS = (500, 502, 503, 504)
 
 
 def retriable(error: APIError) -> bool:
     return error.status_code in RETRIABLE_STATUS
+
+
+def _retry_after(error: APIError) -> float:
+    try:
+        return min(MAX_PACE_S, max(0.5, float(error.headers.get("Retry-After", 1))))
+    except ValueError:
+        return 1.0
 
 
 class BatchRunner:
@@ -66,6 +75,7 @@ class BatchRunner:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._renewed = 0.0
+        self._counted = 0.0
         self._finished: deque[float] = deque()  # when lines finished here (lines per second)
 
     # -- start, stop, wake -----------------------------------------------------------------
@@ -109,7 +119,9 @@ class BatchRunner:
         if now - self._renewed > s.batch_lease_s / 3:
             await self.db.run(store.renew, self.holder, s.batch_lease_s)
             self._renewed = now
+        if now - self._counted > COUNT_EVERY_S:
             self.metrics.batch_lines_queued.set(await self.db.run(store.queued_lines))
+            self._counted = now
         batches = await self.db.run(store.active)
         running_ids = {b.id for b in batches if b.status == o.IN_PROGRESS and b.expires_at > now}
         # Lines of a batch cancelled or expired meanwhile stop here (aborted upstream).
@@ -233,6 +245,12 @@ class BatchRunner:
                 response = {"status_code": 200, "request_id": request_id, "body": completion}
                 return o.DONE, {**head, "response": response, "error": None}
             except APIError as e:
+                if e.status_code == 429:
+                    # The key's own limits, or a busy engine or decode queue: the line waits
+                    # its turn (its retries are for failures); the window bounds the wait.
+                    self.metrics.batch_lines.labels("paced").inc()
+                    await asyncio.sleep(_retry_after(e))
+                    continue
                 if not retriable(e):
                     response = {"status_code": e.status_code, "request_id": request_id,
                                 "body": e.body()}  # fmt: skip

@@ -32,25 +32,27 @@ FAST = ["--batch-retries", "2", "--batch-retry-backoff-s", "0.1", "--decode-work
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Echo, str, str]]:
-    """(gateway URL, the stand-in's record, alice's key, bob's key)."""
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Echo, str, str, str]]:
+    """(gateway URL, the stand-in's record, the keys of alice, bob and carol: one request
+    at a time)."""
     folder = tmp_path_factory.mktemp("batches")
     files = folder / "files"
     alice = create_key(str(files), "alice")
     bob = create_key(str(files), "bob")
+    carol = create_key(str(files), "carol", "--concurrent", "1")
     with echo_engine(delay_s=0.05) as (upstream, echo):
         port = free_port()
         extra = [*FAST, "--batch-concurrency", "2", "--batch-max-lines", "20",
                  "--batch-max-line-mb", "0.01"]  # fmt: skip
         proc = start_gateway(upstream, port, files, folder / "gateway.log", extra)
         try:
-            yield f"http://127.0.0.1:{port}", echo, alice, bob
+            yield f"http://127.0.0.1:{port}", echo, alice, bob, carol
         finally:
             stop(proc)
 
 
 def test_a_batch_answers_each_line_once_good_to_output_failures_to_errors(stack) -> None:
-    base, echo, alice, _ = stack
+    base, echo, alice, *_ = stack
     lines = [
         chat_line("a"),
         chat_line("two-messages", messages=[{"role": "user", "content": "x"}] * 2),
@@ -97,7 +99,7 @@ def test_a_batch_answers_each_line_once_good_to_output_failures_to_errors(stack)
 
 
 def test_a_file_with_bad_lines_fails_with_openai_errors(stack) -> None:
-    base, _, alice, _ = stack
+    base, _, alice, *_ = stack
     lines = [
         chat_line("ok"),
         "{not json",
@@ -130,7 +132,7 @@ def test_a_file_with_bad_lines_fails_with_openai_errors(stack) -> None:
 
 
 def test_the_create_request_is_checked(stack) -> None:
-    base, _, alice, _ = stack
+    base, _, alice, *_ = stack
     file_id = upload_batch(base, jsonl([chat_line("a")]), alice).json()["id"]
     for change, param in (
         ({"endpoint": "/v1/embeddings"}, "endpoint"),
@@ -146,7 +148,7 @@ def test_the_create_request_is_checked(stack) -> None:
 
 
 def test_another_key_cannot_see_or_cancel_a_batch_or_its_files(stack) -> None:
-    base, _, alice, bob = stack
+    base, _, alice, bob, _ = stack
     file_id = upload_batch(base, jsonl([chat_line("a")]), alice).json()["id"]
     batch = wait_batch(base, create_batch(base, file_id, alice)["id"], key=alice)
     assert batch["status"] == "completed"
@@ -166,7 +168,7 @@ def test_another_key_cannot_see_or_cancel_a_batch_or_its_files(stack) -> None:
 
 
 def test_list_pages_newest_first(stack) -> None:
-    base, _, _, bob = stack
+    base, _, _, bob, _ = stack
     file_id = upload_batch(base, jsonl([chat_line("a")]), bob).json()["id"]
     ids = [create_batch(base, file_id, bob)["id"] for _ in range(3)]
     first = httpx.get(base + "/v1/batches", params={"limit": 2}, headers=auth(bob)).json()
@@ -181,8 +183,20 @@ def test_list_pages_newest_first(stack) -> None:
         assert wait_batch(base, batch_id, key=bob)["status"] == "completed"
 
 
+def test_a_keys_limits_pace_its_lines_without_failing_them(stack) -> None:
+    """carol may run one request at a time; the gateway runs two lines at once: the
+    second waits its turn (429s waited out), none fails."""
+    base, *_, carol = stack
+    file_id = upload_batch(base, jsonl([chat_line(f"p{k}") for k in range(4)]), carol)
+    batch = wait_batch(base, create_batch(base, file_id.json()["id"], carol)["id"], key=carol)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+    metrics = httpx.get(base + "/metrics").text
+    assert 'arc_gateway_batch_lines_total{outcome="paced"} 0.0' not in metrics
+
+
 def test_the_input_file_is_bounded(stack) -> None:
-    base, _, alice, _ = stack
+    base, _, alice, *_ = stack
     many = upload_batch(base, jsonl([chat_line(str(k)) for k in range(21)]), alice)
     assert many.status_code == 413 and many.json()["error"]["code"] == "batch_too_many_lines"
     long = upload_batch(base, jsonl([chat_line("a", "x" * 20000)]), alice)
