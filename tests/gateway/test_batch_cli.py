@@ -277,21 +277,22 @@ def test_submit_wait_download(gateway: Gateway, file_id: str, tmp_path: Path) ->
 
 def test_submit_prints_the_id_then_cancel(gateway: Gateway, file_id: str, tmp_path: Path) -> None:
     lines = tmp_path / "many.jsonl"
-    lines.write_text("\n".join(line(f"line-{i}", file_id) for i in range(60)) + "\n")
+    # enough work that it is still running when cancelled, a second later
+    lines.write_text("\n".join(line(f"line-{i}", file_id, max_tokens=8) for i in range(300)) + "\n")
     done = run(gateway, "submit", str(lines))
     assert done.returncode == 0, done.stderr
     batch_id = done.stdout.strip()
     assert re.fullmatch(r"batch_\w+", batch_id), done.stdout
     assert f"arc-gateway batch watch {batch_id}" in done.stderr
-    # another key sees no such batch, and cannot cancel it
-    message = one_error_line(run(gateway, "cancel", batch_id, key=gateway.other_key))
-    assert "HTTP 404" in message
     cancelled = run(gateway, "cancel", batch_id, "--wait", "--interval", "0.3")
     assert cancelled.returncode == 0, cancelled.stderr
     assert re.search(rf"batch {batch_id}: cancelled, \d+ done", cancelled.stdout), cancelled.stdout
     batch = json.loads(run(gateway, "show", batch_id, "--json").stdout)
     assert batch["status"] == "cancelled" and batch["cancelled_at"]
-    assert batch["request_counts"]["completed"] < 60
+    assert batch["request_counts"]["completed"] < 300
+    # another key sees no such batch, and cannot cancel it
+    message = one_error_line(run(gateway, "cancel", batch_id, key=gateway.other_key))
+    assert "HTTP 404" in message
     # watch exits 1 for a batch that did not complete
     assert run(gateway, "watch", batch_id).returncode == 1
 
