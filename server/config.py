@@ -453,7 +453,8 @@ def _default_text(item: dataclasses.Field) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arc-gateway",
-        usage="arc-gateway [options]\n       arc-gateway {keys,db} ... (arc-gateway keys --help)",
+        usage="arc-gateway [options]\n       arc-gateway {keys,db} ... (arc-gateway keys --help)"
+        "\n       arc-gateway batch ... (arc-gateway batch --help)",
         description="The arc-video-serve gateway: accepts videos (upload, data URL, https "
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
         "model-ready requests to vLLM behind an OpenAI-compatible API; a video over five "
@@ -462,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "default). Every option can also be set by an environment variable "
         f"{ENV_PREFIX}<OPTION> (shown below).",
         epilog="API keys and the database: `arc-gateway keys {create,list,revoke,limits,"
-        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Set by the "
+        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Batches on a "
+        "running gateway: `arc-gateway batch {submit,watch,show,list,cancel,make}`. Set by the "
         "environment only (secrets never go on a command line): "
         + ", ".join(
             f"{_env(item.name)} ({item.metadata.get('help', '')})"
