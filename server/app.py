@@ -21,7 +21,7 @@ from . import playground
 from .config import Settings
 from .errors import install_error_handlers
 from .request_log import RequestLog
-from .routes import chat, files, health
+from .routes import batches, chat, files, health
 from .state import Gateway, public_model_name
 
 __all__ = ["Gateway", "Settings", "create_app", "public_model_name"]
@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gateway = gateway
     app.add_middleware(RequestLog, metrics=metrics)
     install_error_handlers(app, on_error=lambda code: metrics.rejections.labels(code).inc())
-    routers = [module.router for module in (health, files, chat, playground)]
+    routers = [module.router for module in (health, files, chat, batches, playground)]
     for router in routers:
         app.include_router(router)
     # The paths are read off our routers: newer FastAPI releases nest included routers in

@@ -1,6 +1,7 @@
 """`arc-gateway`: run the gateway (uvicorn) with settings from flags and ARC_GATEWAY_* env;
 `arc-gateway keys ...` and `arc-gateway db ...` manage keys and the database
-(server/keys/cli.py)."""
+(server/keys/cli.py); `arc-gateway batch ...` submits and follows batches on a running
+gateway (server/batches/cli.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from .keys.cli import main as command
 
         return command(argv)
+    if argv and argv[0] == "batch":
+        from .batches.cli import main as batch_command
+
+        return batch_command(argv[1:])
     settings = load_settings(argv)
     # Refused here, with the reason, before anything starts: a bad database URL, an
     # unreadable admin key file, an open gateway on a public address.

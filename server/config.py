@@ -299,6 +299,51 @@ class Settings:
             "on a file) outlives a gateway that died by at most this long"
         },
     )
+    batch_concurrency: int = field(
+        default=0,
+        metadata={
+            "help": "batch lines (POST /v1/batches) this gateway runs at once; 0 (default): "
+            "twice the decode workers, so one line's video decodes while another's is "
+            "with the engine. Lines run behind interactive requests (the decode queue and "
+            "the engine's priority) whatever this is"
+        },
+    )
+    batch_retries: int = field(
+        default=3,
+        metadata={
+            "help": "retries of a batch line that met a retriable error (engine 5xx, "
+            "timeout, unreachable) before it goes to the error file; a 429 (the key's "
+            "limits, a busy engine) is waited out and uses none"
+        },
+    )
+    batch_retry_backoff_s: float = field(
+        default=2.0,
+        metadata={"help": "wait before a line's first retry; doubled for each next one"},
+    )
+    batch_lease_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "a gateway's claim on the batch lines it runs (renewed while it lives): "
+            "the lines of a gateway that died run again elsewhere after at most this long"
+        },
+    )
+    batch_window_s: float = field(
+        default=0,
+        metadata={
+            "help": "how long a batch may run before it expires; 0 (default): its "
+            "completion_window (24h). For tests and trials"
+        },
+    )
+    batch_max_lines: int = field(
+        default=50000, metadata={"help": "most requests in one batch input file (413 past it)"}
+    )
+    batch_max_line_mb: float = field(
+        default=10,
+        metadata={"help": "longest line of a batch input file, data URLs included (413 past it)"},
+    )
+    batch_max_file_mb: float = field(
+        default=200, metadata={"help": "largest batch input file (413 past it)"}
+    )
 
     def __post_init__(self) -> None:
         if self.forward_mode not in FORWARD_MODES:
@@ -311,6 +356,11 @@ class Settings:
             raise ValueError("segments_in_flight must be at least 1")
         if self.integrator_url and not self.integrator_model:
             raise ValueError("integrator_url needs integrator_model (the model to ask there)")
+        if self.batch_concurrency < 0 or self.batch_retries < 0:
+            raise ValueError("batch_concurrency and batch_retries must be 0 or more")
+        for name in ("batch_max_lines", "batch_max_line_mb", "batch_max_file_mb", "batch_lease_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
         for name in ("max_schema_bytes", "max_schema_depth", "max_schema_properties"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -340,6 +390,11 @@ class Settings:
                 raise ValueError(f"--admin-key-file {self.admin_key_file} is empty")
             return text.splitlines()[0].strip()
         return None
+
+    @property
+    def batch_workers(self) -> int:
+        """Batch lines run at once (`batch_concurrency`, or twice the decode workers)."""
+        return self.batch_concurrency or 2 * self.decode_workers
 
     @property
     def max_upload_bytes(self) -> int:
@@ -379,6 +434,7 @@ HELP_GROUPS = {
     "segments_in_flight": "long videos (over five minutes: asked in segments)",
     "video_tokens_per_frame": "other",
     "database_url": "API keys and the database",
+    "batch_concurrency": "batches (POST /v1/batches)",
 }
 
 
@@ -397,7 +453,8 @@ def _default_text(item: dataclasses.Field) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arc-gateway",
-        usage="arc-gateway [options]\n       arc-gateway {keys,db} ... (arc-gateway keys --help)",
+        usage="arc-gateway [options]\n       arc-gateway {keys,db} ... (arc-gateway keys --help)"
+        "\n       arc-gateway batch ... (arc-gateway batch --help)",
         description="The arc-video-serve gateway: accepts videos (upload, data URL, https "
         "URL), prepares them with ffmpeg in worker processes and forwards compact "
         "model-ready requests to vLLM behind an OpenAI-compatible API; a video over five "
@@ -406,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "default). Every option can also be set by an environment variable "
         f"{ENV_PREFIX}<OPTION> (shown below).",
         epilog="API keys and the database: `arc-gateway keys {create,list,revoke,limits,"
-        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Set by the "
+        "usage}` and `arc-gateway db {upgrade,status}` (each with --help). Batches on a "
+        "running gateway: `arc-gateway batch {submit,watch,show,list,cancel,make}`. Set by the "
         "environment only (secrets never go on a command line): "
         + ", ".join(
             f"{_env(item.name)} ({item.metadata.get('help', '')})"

@@ -31,6 +31,9 @@ REJECTION_REASONS = (
     "url_tls", "url_too_large", "url_upstream",
     # keys and their limits
     "invalid_api_key", "rate_limit_exceeded", "file_exceeds_quota", "storage_quota_exceeded",
+    # batches
+    "batch_not_found", "batch_not_cancellable", "batch_file_too_large", "batch_line_too_long",
+    "batch_too_many_lines", "invalid_batch",
     # the model server
     "upstream_rejected", "context_length_exceeded", "upstream_busy", "upstream_error",
     "upstream_unavailable", "upstream_timeout", "upstream_no_model",
@@ -39,6 +42,7 @@ REJECTION_REASONS = (
 
 
 SEGMENT_OUTCOMES = ("answered", "retried", "failed")
+BATCH_OUTCOMES = ("completed", "failed", "retried", "paced")
 INTEGRATION_TASKS = ("qa", "summary", "grounding", "mcq", "chapters", "none")
 
 
@@ -139,6 +143,28 @@ class Metrics:
             registry=r,
         )
 
+        self.batch_lines = Counter(
+            "arc_gateway_batch_lines_total",
+            "Batch lines this gateway finished, by outcome (completed: a 200 answer; failed: "
+            "any other answer, or none after the retries; retried: a retriable failure "
+            "tried again; paced: a 429 waited out); rate() is lines per second",
+            ["outcome"],
+            registry=r,
+        )
+        self.batch_lines_running = Gauge(
+            "arc_gateway_batch_lines_running", "Batch lines this gateway is running", registry=r
+        )
+        self.batch_lines_queued = Gauge(
+            "arc_gateway_batch_lines_queued",
+            "Batch lines waiting to run, in every batch in progress (all replicas)",
+            registry=r,
+        )
+        self.batch_lines_per_second = Gauge(
+            "arc_gateway_batch_lines_per_second",
+            "Batch lines this gateway finished per second, over the last minute",
+            registry=r,
+        )
+
     def create_labels(self, routes: list[str]) -> None:
         """Creates every known series at zero (Prometheus' rate() misses a series' first
         event otherwise)."""
@@ -150,3 +176,5 @@ class Metrics:
             self.segments.labels(outcome)
         for task in INTEGRATION_TASKS:
             self.integration_passes.labels(task)
+        for outcome in BATCH_OUTCOMES:
+            self.batch_lines.labels(outcome)

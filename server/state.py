@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .batches.runner import BatchRunner
 from .chat.service import ChatService
 from .chat.upstream_requests import Integrator
 from .config import Settings
@@ -51,6 +52,7 @@ class Gateway:
         self._upstream: Upstream | None = None
         self._integrator_upstream: Upstream | None = None
         self._chat: ChatService | None = None
+        self._batches: BatchRunner | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -75,8 +77,12 @@ class Gateway:
         # A smaller budget, expired files, leftovers of a gateway that died
         await asyncio.to_thread(self.store.sweep)
         await self.leases.start()
+        self._batches = BatchRunner(self)
+        await self._batches.start()
 
     async def stop(self) -> None:
+        if self._batches is not None:
+            await self._batches.stop()
         await self.leases.stop()
         for upstream in (self._upstream, self._integrator_upstream):
             if upstream is not None:
@@ -99,6 +105,11 @@ class Gateway:
     def upstream(self) -> Upstream:
         assert self._upstream is not None, "the gateway has not started"
         return self._upstream
+
+    @property
+    def batches(self) -> BatchRunner:
+        assert self._batches is not None, "the gateway has not started"
+        return self._batches
 
     @property
     def chat(self) -> ChatService:

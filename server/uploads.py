@@ -31,7 +31,7 @@ FORM_FIELD_LIMIT = 1024
 # 4 kB per part), field names and values.
 FORM_FIELDS_TOTAL = 16 * 1024
 FORM_FIELDS = ("purpose",)
-PURPOSES = ("user_data", "vision", "assistants")
+PURPOSES = ("user_data", "vision", "assistants", "batch")
 # The JSON of a chat request, data URLs left out (they go to disk as they arrive).
 MAX_JSON_BYTES = 4 * 1024 * 1024
 

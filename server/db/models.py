@@ -9,7 +9,7 @@ the key given by `--admin-key`, `anonymous` for requests in open mode (no keys).
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Float, Index, MetaData, String
+from sqlalchemy import JSON, BigInteger, Float, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints, so that a later migration can alter them on both backends.
@@ -110,3 +110,60 @@ class GatewaySecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+class Batch(Base):
+    """A batch of chat requests (the OpenAI Batch API): its state, counts and times. Its
+    lines are `BatchLine` rows. `finalizer` is the gateway process (its holder id) that
+    validates it or writes its output files, until `finalizer_expires_at`: one replica at
+    a time, and another takes over once a dead one's claim expires."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index(None, "owner", "created_at"), Index(None, "status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    meta: Mapped[dict | None] = mapped_column("metadata", JSON, default=None)
+    errors: Mapped[list | None] = mapped_column(JSON, default=None)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    in_progress_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finalizing_at: Mapped[float | None] = mapped_column(Float, default=None)
+    completed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    failed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    expired_at: Mapped[float | None] = mapped_column(Float, default=None)
+    cancelling_at: Mapped[float | None] = mapped_column(Float, default=None)
+    cancelled_at: Mapped[float | None] = mapped_column(Float, default=None)
+    total: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    finalizer: Mapped[str | None] = mapped_column(String(40), default=None)
+    finalizer_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class BatchLine(Base):
+    """One request of a batch. `state`: queued, running (claimed by `holder` with the
+    token `claim` until `claim_expires_at`), done (answered: `result` is its output line),
+    failed (`result` is its error line), or dropped (never run: the batch was cancelled
+    or expired). A result is written only by the claim that holds the line."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (Index(None, "batch_id", "state"),)
+
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    line: Mapped[int] = mapped_column(primary_key=True)  # 1-based, as in the input file
+    custom_id: Mapped[str] = mapped_column(String(512))
+    body: Mapped[str] = mapped_column(Text)  # the request's JSON, as the file gave it
+    state: Mapped[str] = mapped_column(String(16))
+    claim: Mapped[str | None] = mapped_column(String(40), default=None)
+    holder: Mapped[str | None] = mapped_column(String(40), default=None)
+    claim_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict | None] = mapped_column(JSON, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -63,13 +63,20 @@ class Tenancy:
         """Counts the request against the caller's limits (429 past one), before its body
         is read; releases it and records its usage (from its log fields) when `cleanup`
         closes. `upload`: a file upload (counted as such; no video seconds)."""
+        headers = await self.admit_call(caller, cleanup, request.state.log, upload)
+        if headers:
+            request.state.response_headers = headers
+
+    async def admit_call(
+        self, caller: Caller, cleanup: ExitStack, log_fields: dict, upload: bool = False
+    ) -> dict[str, str]:
+        """`admit` without an HTTP request (a batch line): the rate-limit headers back."""
         admitted = await self.limiter.admit(caller, video=not upload)
-        if admitted.headers:
-            request.state.response_headers = admitted.headers
         duration_limit.set(caller.limits.max_duration_s or math.inf)
         if admitted.lease_id is not None:
             cleanup.callback(self.leases.release_soon, admitted.lease_id)
-        cleanup.callback(self.accounting.record_soon, caller.key_id, request.state.log, upload)
+        cleanup.callback(self.accounting.record_soon, caller.key_id, log_fields, upload)
+        return admitted.headers
 
     async def check_files(
         self,

@@ -10,7 +10,10 @@ import time
 from contextlib import ExitStack
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
 
+from ..batches.output import OUTPUT_PURPOSE
+from ..batches.validate import check_bounds
 from ..files import StoredFile
 from ..keys.auth import Caller, CallerDep
 from ..request_log import server_timing
@@ -21,7 +24,20 @@ from ..uploads import receive_upload
 router = APIRouter()
 
 
+# Files of batches (their input, their output): JSON lines, not videos.
+BATCH_PURPOSES = ("batch", OUTPUT_PURPOSE)
+
+
 def _file_object(stored: StoredFile) -> FileObject:
+    if stored.purpose in BATCH_PURPOSES:
+        return FileObject(
+            id=stored.id,
+            bytes=stored.bytes,
+            created_at=stored.created_at,
+            expires_at=stored.expires_at,
+            filename=stored.filename,
+            purpose=stored.purpose,
+        )
     return FileObject(
         id=stored.id,
         bytes=stored.bytes,
@@ -66,6 +82,21 @@ async def _upload(
             s.upload_total_timeout_s,
         )
         fields["receive_s"] = round(time.perf_counter() - t0, 4)
+        if upload.purpose == "batch":  # requests as JSON lines, checked at POST /v1/batches
+            await asyncio.to_thread(check_bounds, dest, s)
+            stored = await asyncio.to_thread(
+                gateway.store.add,
+                dest,
+                upload.filename,
+                upload.purpose,
+                upload.size,
+                None,
+                {},
+                owner=caller.key_id,
+                quota_bytes=caller.limits.storage_bytes,
+            )
+            response.headers["Server-Timing"] = server_timing(fields)
+            return _file_object(stored)
         stored = await gateway.videos.store_upload(
             dest,
             upload.filename,
@@ -90,6 +121,18 @@ async def list_files(gateway: GatewayDep, caller: CallerDep) -> FileList:
 @router.get("/v1/files/{file_id}", response_model=FileObject)
 async def get_file(file_id: str, gateway: GatewayDep, caller: CallerDep) -> FileObject:
     return _file_object(await asyncio.to_thread(gateway.store.get, file_id, caller.scope))
+
+
+@router.get("/v1/files/{file_id}/content")
+async def file_content(file_id: str, gateway: GatewayDep, caller: CallerDep) -> FileResponse:
+    """The file's bytes (a batch's output and error files: JSON lines)."""
+    stored = await asyncio.to_thread(gateway.store.get, file_id, caller.scope)
+    batch = stored.purpose in BATCH_PURPOSES
+    return FileResponse(
+        gateway.store.source_path(stored.id),
+        media_type="application/jsonl" if batch else "application/octet-stream",
+        filename=stored.filename,
+    )
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = "w33698kgs05.mp4"  # 7.5 s, with audio
+BATCH_CLIPS = ("syn_short.mp4", CLIP)
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -58,6 +60,15 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def video_folder(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of videos the batch example runs over: two short shared clips."""
+    folder = tmp_path_factory.mktemp("docs-videos")
+    for name in BATCH_CLIPS:
+        shutil.copyfile(media_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def docs_gateway(
     engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
@@ -72,7 +83,7 @@ def docs_gateway(
 
 
 def substitutions(
-    engine_url: str, gateway: str, key: str, clip: Path, long_clip: Path
+    engine_url: str, gateway: str, key: str, clip: Path, long_clip: Path, videos: Path
 ) -> dict[str, str]:
     data_url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
     return {
@@ -87,6 +98,7 @@ def substitutions(
         '"clip.mp4"': repr(str(clip)),
         '"lecture.mp4"': repr(str(long_clip)),
         '"lecture-1h.mp4"': repr(str(long_clip)),
+        '"videos/"': repr(str(videos)),
     }
 
 
@@ -109,10 +121,19 @@ def _long_video_example(ns: dict[str, Any]) -> None:
     assert set(ns["reply"].choices[0].structured) == {"thinking", "answer", "segments"}
 
 
+def _batch_example(ns: dict[str, Any]) -> None:
+    batch = ns["batch"]
+    assert batch.status == "completed", batch
+    assert batch.request_counts.completed == len(BATCH_CLIPS) and not batch.request_counts.failed
+    assert sorted(ns["answers"]) == sorted(BATCH_CLIPS)
+    assert all(isinstance(text, str) and text for text in ns["answers"].values())
+
+
 # What the snippets' comments say, checked after each snippet that holds the marker.
 CLAIMS: dict[str, Callable[[dict[str, Any]], None]] = {
     "class Tags(BaseModel)": _gateway_example,
     'extra_body={"video": {"task": "grounding"}}': _long_video_example,
+    "client.batches.create(": _batch_example,
 }
 
 
@@ -123,10 +144,11 @@ def test_python_snippets_run_as_written(
     docs_gateway: tuple[str, str],
     media_dir: Path,
     long_clip: Path,
+    video_folder: Path,
 ) -> None:
     blocks = python_blocks(ROOT / name)
     gateway, key = docs_gateway
-    replace = substitutions(engine[0], gateway, key, media_dir / CLIP, long_clip)
+    replace = substitutions(engine[0], gateway, key, media_dir / CLIP, long_clip, video_folder)
     namespace: dict[str, Any] = {"__name__": f"snippets of {name}"}
     for line, code in blocks:
         for written, used in replace.items():
