@@ -1,4 +1,4 @@
-"""Review of the shared forward mode: what a stored file's cache holds across a change of
+"""Stored files in the shared forward mode: what a stored file's cache holds across a change of
 forward mode, and what the gateway's event loop does while a stored file is forwarded to
 a folder on another filesystem (the compose layout: the file store on a volume, the
 forward folder on a tmpfs). Real gateways on loopback, a recording stand-in for vLLM."""
