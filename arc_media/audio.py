@@ -93,7 +93,8 @@ import numpy as np
 import soxr
 
 from . import ffmpeg
-from .limits import DEFAULT_LIMITS, MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE, MediaError
+from .limits import DEFAULT_LIMITS, MediaError
+from .model_inputs import MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE
 from .probe import VideoProbe
 
 SNIPPET_SAMPLES = 2 * SAMPLE_RATE

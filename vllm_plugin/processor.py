@@ -52,7 +52,7 @@ from vllm.multimodal.processing import (
     TimingContext,
 )
 
-from arc_media.limits import MAX_AUDIO_SECONDS, SAMPLE_RATE
+from arc_media.model_inputs import MAX_AUDIO_SECONDS, SAMPLE_RATE
 
 from .config import ARCHunyuanVideoConfig
 

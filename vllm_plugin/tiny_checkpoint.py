@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from arc_media.limits import SAMPLE_RATE
+from arc_media.model_inputs import SAMPLE_RATE
 
 from . import features
 
