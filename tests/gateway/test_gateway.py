@@ -3,13 +3,11 @@ checkpoint), called with the official `openai` client and raw HTTP."""
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
 import json
 import re
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -17,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import assert_error, data_url, serve, upload_video
 from media_factory import ffmpeg, make_clip, rotate
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -68,10 +67,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def media_server(videos: Path) -> Iterator[str]:
     handler = functools.partial(_Handler, directory=str(videos))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve(handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +184,6 @@ def ask(url: str, text: str = "What is happening?") -> list[dict]:
             ],
         }
     ]
-
-
-def data_url(path: Path) -> str:
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 @pytest.mark.parametrize("name", SHARED_VIDEOS + GENERATED_VIDEOS)
@@ -432,14 +425,6 @@ EXPECTED = {
 }
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.text)
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["message"] and error["type"]
-    return error
-
-
 def test_bad_uploads(gateway: str, bad_files: dict[str, Path]) -> None:
     with httpx.Client(base_url=gateway, timeout=120) as http_client:
         for label, path in bad_files.items():
@@ -650,15 +635,10 @@ def test_admission_limits_answer_429(engine, videos: Path, tmp_path: Path) -> No
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        video = (videos / "c3522vbgwaw.mp4").read_bytes()
+        video = videos / "c3522vbgwaw.mp4"
 
         def upload(_: int) -> httpx.Response:
-            return httpx.post(
-                base + "/v1/files",
-                files={"file": ("v.mp4", video)},
-                data={"purpose": "user_data"},
-                timeout=300,
-            )
+            return upload_video(base, video, timeout=300)
 
         with ThreadPoolExecutor(4) as pool:
             uploads = list(pool.map(upload, range(4)))

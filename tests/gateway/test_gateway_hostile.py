@@ -8,12 +8,10 @@ loopback) so the tests can see exactly what reaches vLLM.
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import re
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from helpers import assert_error, data_url, serve, upload_video
 from media_factory import ffmpeg, make_clip, sized_clip
 from servers import free_port, start_gateway, stop
 
@@ -77,25 +76,17 @@ class _Bait(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(handler: type) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 @pytest.fixture(scope="module")
 def relay(engine: tuple[str, Path]) -> Iterator[str]:
     _Relay.engine = engine[0]
-    server, url = _serve(_Relay)
-    yield url
-    server.shutdown()
+    with serve(_Relay) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def bait() -> Iterator[str]:
-    server, url = _serve(_Bait)
-    yield url
-    server.shutdown()
+    with serve(_Bait) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +109,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=3, size="160x90")
 
 
-def data_url(path: Path, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 # The text part of a question (qa, the default task, needs one).
 QUESTION = {"type": "text", "text": "What is it?"}
 
@@ -133,14 +120,6 @@ def video_part(url: str) -> dict:
 def chat(base: str, content: list | str, **extra: object) -> httpx.Response:
     body = {"model": "arc", "messages": [{"role": "user", "content": content}], **extra}
     return httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.text[:2000])
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["message"] and error["type"]
-    return error
 
 
 def assert_engine_alive(engine: tuple[str, Path]) -> None:
@@ -610,20 +589,11 @@ def small_store(engine: tuple[str, Path], tmp_path: Path) -> Iterator[str]:
     stop(proc)
 
 
-def _upload(base: str, path: Path) -> httpx.Response:
-    return httpx.post(
-        base + "/v1/files",
-        files={"file": (path.name, path.read_bytes())},
-        data={"purpose": "user_data"},
-        timeout=300,
-    )
-
-
 def test_an_upload_over_the_budget_is_refused_not_lost(
     small_store: str, media_dir: Path, tmp_path: Path
 ) -> None:
     big = media_dir / "c3522vbgwaw.mp4"  # over 3 MB with its prepared form
-    reply = _upload(small_store, big)
+    reply = upload_video(small_store, big, timeout=300)
     assert reply.status_code in (413, 507), reply.text
     error = reply.json()["error"]
     assert error["code"] in ("file_exceeds_storage", "storage_full")
@@ -634,7 +604,7 @@ def test_an_upload_over_the_budget_is_refused_not_lost(
 
 def test_bytes_still_arriving_evict_nothing(small_store: str, tmp_path: Path) -> None:
     first = make_clip(tmp_path / "first.mp4", seconds=2)
-    kept = _upload(small_store, first).json()["id"]
+    kept = upload_video(small_store, first, timeout=300).json()["id"]
     host, port = urllib.parse.urlparse(small_store).netloc.split(":")
     with socket.create_connection((host, int(port)), timeout=60) as slow:
         slow.sendall(
@@ -646,7 +616,7 @@ def test_bytes_still_arriving_evict_nothing(small_store: str, tmp_path: Path) ->
             slow.sendall(b"\0" * 1_000_000)
         time.sleep(1)
         second = make_clip(tmp_path / "second.mp4", seconds=2)
-        assert _upload(small_store, second).status_code == 200
+        assert upload_video(small_store, second, timeout=300).status_code == 200
         assert httpx.get(f"{small_store}/v1/files/{kept}").status_code == 200
     ids = {f["id"] for f in httpx.get(small_store + "/v1/files").json()["data"]}
     assert kept in ids
@@ -658,7 +628,7 @@ def test_a_file_deleted_while_its_question_waits_is_still_answered(
     from concurrent.futures import ThreadPoolExecutor
 
     clip_file = make_clip(tmp_path / "clip.mp4", seconds=4)
-    file_id = _upload(small_store, clip_file).json()["id"]
+    file_id = upload_video(small_store, clip_file, timeout=300).json()["id"]
     busy = {"messages": [{"role": "user", "content": [video_part(data_url(media_dir / "syn_400s.mp4")), QUESTION]}],
             "max_tokens": 1}  # fmt: skip
     question = {

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
+from helpers import uploaded
 from media_factory import make_clip
 from pydantic import BaseModel, Field, ValidationError
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 
 from server.chat.answers import JSON_ANSWER, parse_answer
 from server.config import Settings, load_settings
@@ -367,9 +368,7 @@ def gateway(engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def video_id(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     clip = make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=3, size="160x90")
-    reply = upload_video(gateway, clip)
-    assert reply.status_code == 200, reply.text
-    return reply.json()["id"]
+    return uploaded(gateway, clip)
 
 
 def _messages(video_id: str, text: str = "Tag this video as JSON.") -> list[dict]:

@@ -11,7 +11,6 @@ import functools
 import http.server
 import json
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -20,8 +19,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import serve, upload_video
 from media_factory import card_colours, ffmpeg
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 from stand_in_engine import PASS_USAGE, EngineState, segment_usage, stand_in_engine, wait_for
 
 from arc_media import prepared as prepared_media
@@ -48,10 +48,8 @@ def media_server(long_video: Path) -> Iterator[str]:
         http.server.SimpleHTTPRequestHandler, directory=str(long_video.parent)
     )
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve(handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

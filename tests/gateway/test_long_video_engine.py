@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port, prepare_container, start_gateway, stop, upload_video
+from helpers import uploaded
+from servers import free_port, prepare_container, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -36,9 +37,7 @@ def gateway(
 
 @pytest.fixture(scope="module")
 def stored(gateway: tuple[str, Path], long_video: Path) -> str:
-    reply = upload_video(gateway[0], long_video)
-    assert reply.status_code == 200, reply.text
-    return reply.json()["id"]
+    return uploaded(gateway[0], long_video)
 
 
 def _client(base: str):

@@ -32,16 +32,9 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import FakeUpstream
 from media_factory import card_colours, make_clip, make_long_video
-from servers import (
-    FakeUpstream,
-    create_key,
-    free_port,
-    gateway_on_stand_in,
-    keys_command,
-    start_gateway,
-    stop,
-)
+from servers import create_key, free_port, gateway_on_stand_in, keys_command, start_gateway, stop
 from stand_in_engine import EngineState, stand_in_engine
 
 from server.playground.routes import STATIC

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import data_url
 from logprobs import distance, first_step
 from media_factory import ffmpeg
 from servers import free_port, start_gateway, stop
@@ -44,10 +45,6 @@ def soundtrack_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         paths[name] = folder / f"{name}.mp4"
         ffmpeg(*picture, "-f", "lavfi", "-i", source, *codec, "-shortest", str(paths[name]))
     return paths
-
-
-def data_url(data: bytes, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def chat_body(url: str, model: str, **extra: Any) -> dict[str, Any]:

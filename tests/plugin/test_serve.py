@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import data_url
 
 pytestmark = pytest.mark.engine
 
@@ -17,10 +18,6 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def server(engine):
     return engine
-
-
-def data_url(path: Path, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def video_message(url: str, text: str) -> list[dict]:
