@@ -22,8 +22,8 @@ import pytest
 from helpers import data_url
 from logprobs import distance, first_step
 from media_factory import ffmpeg
+from prepared_containers import bad_containers, good_members, jpeg, manifest, zip_of
 from servers import free_port, start_gateway, stop
-from test_plugin_inputs import bad_containers, good_members, jpeg, manifest, zip_of
 
 pytestmark = pytest.mark.engine
 
