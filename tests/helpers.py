@@ -110,3 +110,16 @@ class FakeUpstream(http.server.BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
+
+
+def video_question(url: str, text: str) -> list[dict]:
+    """The messages of one question about a video (a URL or a stored file's id)."""
+    content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": text}]
+    return [{"role": "user", "content": content}]
+
+
+def openai_client(base: str, timeout: float = 600):
+    """OpenAI's own client of a server on `base`, without retries."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=timeout)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import assert_error, data_url, serve, upload_video
+from helpers import assert_error, data_url, openai_client, serve, upload_video, video_question
 from media_factory import ffmpeg, make_clip, rotate
 from servers import free_port, start_gateway, stop
 
@@ -168,22 +168,8 @@ def test_server_timing_names_the_stages(gateway: str, videos: Path) -> None:
     httpx.delete(f"{gateway}/v1/files/{file_id}", timeout=30)
 
 
-def openai_client(base: str):
-    from openai import OpenAI
-
-    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
-
-
 def ask(url: str, text: str = "What is happening?") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video_url", "video_url": {"url": url}},
-                {"type": "text", "text": text},
-            ],
-        }
-    ]
+    return video_question(url, text)
 
 
 @pytest.mark.parametrize("name", SHARED_VIDEOS + GENERATED_VIDEOS)

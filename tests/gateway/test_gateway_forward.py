@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import FakeUpstream, data_url, serve, upload_video, uploaded
+from helpers import FakeUpstream, data_url, serve, upload_video, uploaded, video_question
 from logprobs import distance, first_step
 from servers import free_port, start_gateway, stop
 
@@ -335,18 +335,7 @@ def test_stored_file_is_forwarded_by_a_link_and_unlinked(
         assert not wait_empty(recorder["forward"])
         assert stored.is_file() and stored.stat().st_nlink == 1  # the store's copy stays
     # A clip is prepared for the question (not cached yet), kept and forwarded.
-    body = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": file_id}},
-                    {"type": "text", "text": "describe"},
-                ],
-            }
-        ],
-        "video": {"start": 0, "end": 1},
-    }
+    body = {"messages": video_question(file_id, "describe"), "video": {"start": 0, "end": 1}}
     reply = httpx.post(recorder["url"] + "/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     assert recorder["seen"][-1]["exists"] and recorder["seen"][-1]["frames"] == 1

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
-from helpers import uploaded
+from helpers import uploaded, video_question
 from media_factory import make_clip
 from pydantic import BaseModel, Field, ValidationError
 from servers import free_port, start_gateway, stop
@@ -372,15 +372,7 @@ def video_id(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _messages(video_id: str, text: str = "Tag this video as JSON.") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video_url", "video_url": {"url": video_id}},
-                {"type": "text", "text": text},
-            ],
-        }
-    ]
+    return video_question(video_id, text)
 
 
 def _chat(gateway: str, video_id: str, **extra: object) -> httpx.Response:
