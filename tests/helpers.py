@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.server
 import json
+import socket
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +54,20 @@ def uploaded(base: str, path: Path, **kwargs: object) -> str:
     return reply.json()["id"]
 
 
+def slow_upload(base: str, length: int, timeout: float) -> socket.socket:
+    """A socket that has begun a multipart upload of `length` bytes to `base`'s /v1/files
+    and sent no more than the part's headers: the test sends the rest, or nothing."""
+    host, port = urllib.parse.urlparse(base).netloc.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.sendall(
+        b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=xyz\r\n"
+        + f"Content-Length: {length}\r\n\r\n".encode()
+        + b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="s.mp4"\r\n\r\n'
+    )
+    return sock
+
+
 @contextlib.contextmanager
 def serve(handler: object) -> Iterator[str]:
     """A threading HTTP server of `handler` on loopback for the `with` block: its base URL."""
@@ -62,6 +79,20 @@ def serve(handler: object) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder's files, logging nothing."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path, handler: type[QuietFiles] = QuietFiles) -> Iterator[str]:
+    """The files of `folder` over HTTP on loopback for the `with` block: the base URL."""
+    with serve(functools.partial(handler, directory=str(folder))) as url:
+        yield url
 
 
 class FakeUpstream(http.server.BaseHTTPRequestHandler):

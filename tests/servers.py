@@ -123,18 +123,25 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
+def running_gateway(upstream: str, folder: Path, extra: list[str] | None = None) -> Iterator[str]:
+    """A real `arc-gateway` in front of `upstream` (its files and log in `folder`) for the
+    `with` block: its base URL."""
+    port = free_port()
+    proc = start_gateway(upstream, port, folder / "files", folder / "gateway.log", extra)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
 def gateway_on_stand_in(
     handler: type[FakeUpstream], folder: Path, extra: list[str] | None = None
 ) -> Iterator[str]:
     """A real `arc-gateway` (files and logs in `folder`) in front of a stand-in vLLM whose
     `handler` answers; yields the gateway's base URL and stops both."""
-    with serve(handler) as upstream:
-        port = free_port()
-        proc = start_gateway(upstream, port, folder / "files", folder / "gateway.log", extra)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(proc)
+    with serve(handler) as upstream, running_gateway(upstream, folder, extra) as base:
+        yield base
 
 
 def prepare_container(

@@ -4,10 +4,8 @@ checkpoint), called with the official `openai` client and raw HTTP."""
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import re
-import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -15,7 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import assert_error, data_url, openai_client, serve, upload_video, video_question
+from helpers import (
+    QuietFiles,
+    assert_error,
+    data_url,
+    openai_client,
+    serve_folder,
+    slow_upload,
+    upload_video,
+    video_question,
+)
 from media_factory import ffmpeg, make_clip, rotate
 from servers import free_port, start_gateway, stop
 
@@ -48,7 +55,7 @@ def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(QuietFiles):
     """Serves the video folder; `/redirect?to=URL` answers a 302 to URL."""
 
     def do_GET(self) -> None:
@@ -60,14 +67,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def media_server(videos: Path) -> Iterator[str]:
-    handler = functools.partial(_Handler, directory=str(videos))
-    with serve(handler) as url:
+    with serve_folder(videos, _Handler) as url:
         yield url
 
 
@@ -537,13 +540,7 @@ def test_malformed_requests(gateway: str, videos: Path) -> None:
 
 
 def test_slow_loris_upload_is_dropped(gateway: str) -> None:
-    host, port = urllib.parse.urlparse(gateway).netloc.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\n"
-            b"Content-Length: 1000000\r\n\r\n--xyz\r\n"
-        )
+    with slow_upload(gateway, 1000000, timeout=30) as sock:
         t0 = time.monotonic()
         reply = b""
         while b"upload_timeout" not in reply and time.monotonic() - t0 < 20:

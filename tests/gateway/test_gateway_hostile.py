@@ -20,9 +20,9 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from helpers import assert_error, data_url, serve, upload_video
+from helpers import assert_error, data_url, serve, slow_upload, upload_video
 from media_factory import ffmpeg, make_clip, sized_clip
-from servers import free_port, start_gateway, stop
+from servers import free_port, running_gateway, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -577,16 +577,9 @@ def test_a_data_url_request_holds_little_of_the_video_in_memory(
 
 @pytest.fixture
 def small_store(engine: tuple[str, Path], tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start_gateway(
-        engine[0],
-        port,
-        tmp_path / "files",
-        tmp_path / "gateway.log",
-        ["--files-budget-mb", "3", "--decode-workers", "1", "--upload-read-timeout-s", "20"],
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    extra = ["--files-budget-mb", "3", "--decode-workers", "1", "--upload-read-timeout-s", "20"]
+    with running_gateway(engine[0], tmp_path, extra) as base:
+        yield base
 
 
 def test_an_upload_over_the_budget_is_refused_not_lost(
@@ -605,13 +598,7 @@ def test_an_upload_over_the_budget_is_refused_not_lost(
 def test_bytes_still_arriving_evict_nothing(small_store: str, tmp_path: Path) -> None:
     first = make_clip(tmp_path / "first.mp4", seconds=2)
     kept = upload_video(small_store, first, timeout=300).json()["id"]
-    host, port = urllib.parse.urlparse(small_store).netloc.split(":")
-    with socket.create_connection((host, int(port)), timeout=60) as slow:
-        slow.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 9000000\r\n\r\n"
-            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="s.mp4"\r\n\r\n'
-        )
+    with slow_upload(small_store, 9000000, timeout=60) as slow:
         for _ in range(4):  # 4 MB arrive, more than the whole budget, and the upload waits
             slow.sendall(b"\0" * 1_000_000)
         time.sleep(1)

@@ -17,7 +17,7 @@ import pytest
 from helpers import uploaded, video_question
 from media_factory import make_clip
 from pydantic import BaseModel, Field, ValidationError
-from servers import free_port, start_gateway, stop
+from servers import running_gateway
 
 from server.chat.answers import JSON_ANSWER, parse_answer
 from server.config import Settings, load_settings
@@ -357,12 +357,8 @@ def test_engine_failures_under_a_schema_are_the_schemas_other_failures_stay_502(
 @pytest.fixture(scope="module")
 def gateway(engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("structured")
-    port = free_port()
-    proc = start_gateway(
-        engine[0], port, folder / "files", folder / "gateway.log", ["--decode-workers", "1"]
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    with running_gateway(engine[0], folder, ["--decode-workers", "1"]) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,15 @@ import httpx
 import pytest
 from helpers import FakeUpstream
 from media_factory import card_colours, make_clip, make_long_video
-from servers import create_key, free_port, gateway_on_stand_in, keys_command, start_gateway, stop
+from servers import (
+    create_key,
+    free_port,
+    gateway_on_stand_in,
+    keys_command,
+    running_gateway,
+    start_gateway,
+    stop,
+)
 from stand_in_engine import EngineState, stand_in_engine
 
 from server.playground.routes import STATIC
@@ -244,12 +252,8 @@ def real_gateway(
     engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("playground-real")
-    port = free_port()
-    proc = start_gateway(
-        engine[0], port, folder / "files", folder / "gateway.log", ["--decode-workers", "1"]
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    with running_gateway(engine[0], folder, ["--decode-workers", "1"]) as base:
+        yield base
 
 
 class _StandInEngine(FakeUpstream):

@@ -6,10 +6,7 @@ that says what is wrong, before anything reaches the model."""
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import serve_folder
 from media_factory import ffmpeg
 from prepared_containers import bad_containers, good_members, manifest, zip_of
 
@@ -95,15 +93,8 @@ def reference(media_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def file_server(media_dir: Path) -> Iterator[str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(media_dir))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_folder(media_dir) as url:
+        yield url
 
 
 def connector(media_dir: Path) -> Any:
