@@ -1,4 +1,5 @@
-"""Gateway parts that need no server: settings, stored files, answer parsing, request checks, errors."""
+"""Gateway parts that need no server: settings, stored files, answer parsing, request checks,
+errors."""
 
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def data_mb():
 workers.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, not a 4K DPB
 workers.limit_worker_memory(1)
 try:
-    jobs.run_job(jobs.PrepareJob(sys.argv[1], sys.argv[1] + ".arcz", max_pixels=10**9, timeout_s=120.0))
+    job = jobs.PrepareJob(sys.argv[1], sys.argv[1] + ".arcz", max_pixels=10**9, timeout_s=120.0)
+    jobs.run_job(job)
 except (MemoryError, MediaError) as exc:
     print("refused:", type(exc).__name__, exc)
     sys.exit(0)
@@ -211,7 +213,10 @@ def _request(**extra: object) -> dict:
             ]}]},
             "messages[0].content[0].uuid",
         ),
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls"),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+            "messages[0].tool_calls",
+        ),
         (_request(mm_processor_kwargs={"arc_layout": "B"}), "mm_processor_kwargs"),
         (_request(chat_template="{{ 1 }}"), "chat_template"),
         (_request(truncate_prompt_tokens=10), "truncate_prompt_tokens"),

@@ -251,8 +251,8 @@ def main():
     params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
 
     def first_step(frames, metadata):
-        out = llm.generate({"prompt_token_ids": ids, "multi_modal_data": {"video": (frames, metadata)}},
-                           params, use_tqdm=False)[0]
+        prompt = {"prompt_token_ids": ids, "multi_modal_data": {"video": (frames, metadata)}}
+        out = llm.generate(prompt, params, use_tqdm=False)[0]
         return {str(k): v.logprob for k, v in out.outputs[0].logprobs[0].items()}
 
     videos = {name: prepare_video(path) for name, path in (("tone", tone), ("noise", noise))}

@@ -27,12 +27,15 @@ def render(content: str, **kwargs: object) -> str:
 # The task instructions as the model's specification lists them (its "prompts and generation"
 # section, word for word): kept here so that no test reads a file outside the repository.
 SPEC_INSTRUCTIONS = (
-    "- `MCQ`: `Output the thinking process in <think> </think> and final answer (only option index) in <answer> </answer> tags, i.e., <think> reasoning process here </think><answer> answer here </answer>.`"
-    "\n"
-    "- `Grounding`: `Output the thinking process in <think> </think> and final answer (only time range) in <answer> </answer> tags, i.e., <think> reasoning process here </think><answer> answer here </answer>.`"
-    "\n"
-    "- any other task (`QA`, `summary`, `segment`): `Output the thinking process in <think> </think> and final answer in <answer> </answer> tags, i.e., <think> reasoning process here </think><answer> answer here </answer>.`"
-    "\n"
+    "- `MCQ`: `Output the thinking process in <think> </think> and final answer (only option "
+    "index) in <answer> </answer> tags, i.e., <think> reasoning process here </think><answer>"
+    " answer here </answer>.`\n"
+    "- `Grounding`: `Output the thinking process in <think> </think> and final answer (only "
+    "time range) in <answer> </answer> tags, i.e., <think> reasoning process here "
+    "</think><answer> answer here </answer>.`\n"
+    "- any other task (`QA`, `summary`, `segment`): `Output the thinking process in <think> "
+    "</think> and final answer in <answer> </answer> tags, i.e., <think> reasoning process "
+    "here </think><answer> answer here </answer>.`\n"
 )
 
 
