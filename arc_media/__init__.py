@@ -3,7 +3,8 @@ no vLLM, no gateway), used on both sides of the network: the gateway's decode wo
 the engine plugin's `arc` video loader.
 
     pipeline     prepare_video: a video file in, what the model sees out (PreparedVideo)
-    limits       model input sizes, Limits for untrusted input, the errors
+    model_inputs the model's input sizes: frames, picture size, audio length and rate
+    limits       Limits for untrusted input, the errors
     ffmpeg       hardened ffmpeg children and PyAV options (allow-lists, time and resource limits)
     probe        VideoProbe: size, rotation, frame rate and count, audio codec
     plan         the frame plan, clips, reconciling frame count and audio length

@@ -93,7 +93,8 @@ import numpy as np
 import soxr
 
 from . import ffmpeg
-from .limits import DEFAULT_LIMITS, MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE, MediaError
+from .limits import DEFAULT_LIMITS, MediaError
+from .model_inputs import MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE
 from .probe import VideoProbe
 
 SNIPPET_SAMPLES = 2 * SAMPLE_RATE
@@ -180,9 +181,9 @@ def _mp3_round_trip(
     """The authors' moviepy export: 44.1 kHz stereo 16-bit PCM, exactly `export` samples,
     into libmp3lame at its default 128 kb/s; read back gapless, as librosa reads the file:
     without the encoder delay and the padding. One ffmpeg process encodes; the mp3 is
-    decoded from its pipe as it comes, in this process (`_decode_mp3_here`). A pipe carries no LAME header, so the decoder cannot drop the delay itself: we drop
-    MP3_DELAY_SAMPLES. Bit-identical to writing an mp3 file and reading it back
-    (tests/media/test_preprocess.py).
+    decoded from its pipe as it comes, in this process (`_decode_mp3_here`). A pipe carries no
+    LAME header, so the decoder cannot drop the delay itself: we drop MP3_DELAY_SAMPLES.
+    Bit-identical to writing an mp3 file and reading it back (tests/media/test_preprocess.py).
 
     `stretches` (blocks, see `_stretches`): only those stretches of the export go into the
     encoder, one after the other (aselect after the 44.1 kHz resampler, which still sees the

@@ -24,7 +24,8 @@ from PIL import Image
 
 from . import ffmpeg, frame_decode
 from .clock import NO_CLOCK, StageClock
-from .limits import IMAGE_SIZE, MediaError, MediaTimeoutError
+from .limits import MediaError, MediaTimeoutError
+from .model_inputs import IMAGE_SIZE
 from .overlay import draw_timestamp
 from .probe import VideoProbe
 

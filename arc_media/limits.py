@@ -1,7 +1,6 @@
-"""What the model takes, the bounds on untrusted input, and the errors the library raises.
+"""The bounds on untrusted input, and the errors the library raises (what the model itself
+takes, frames, picture size and audio, is in `model_inputs`).
 
-The model sees at most `MAX_FRAMES` frames of `IMAGE_SIZE` x `IMAGE_SIZE` and at most
-`MAX_AUDIO_SECONDS` of 16 kHz mono audio; every other module sizes its work from these.
 `Limits` is what a caller allows an input to cost (duration, picture size, wall time), and
 `check_limits` refuses a probed video over them before anything is decoded. `MediaError`
 (a bad input, answered 4xx by a server; `ClipError` and `OverLimitError` say which part of
@@ -13,11 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-SAMPLE_RATE = 16000
-IMAGE_SIZE = 640
-MAX_FRAMES = 150
-MAX_AUDIO_SECONDS = 300
 
 
 class MediaError(ValueError):
@@ -94,10 +88,6 @@ def check_limits(picture: _Picture, span: float, limits: Limits) -> None:
 
 __all__ = [
     "DEFAULT_LIMITS",
-    "IMAGE_SIZE",
-    "MAX_AUDIO_SECONDS",
-    "MAX_FRAMES",
-    "SAMPLE_RATE",
     "ClipError",
     "FontError",
     "Limits",

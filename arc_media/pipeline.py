@@ -26,15 +26,8 @@ import numpy as np
 from .audio import load_audio
 from .clock import NO_CLOCK, StageClock
 from .frames import decode_frames
-from .limits import (
-    DEFAULT_LIMITS,
-    MAX_FRAMES,
-    SAMPLE_RATE,
-    ClipError,
-    FontError,
-    Limits,
-    check_limits,
-)
+from .limits import DEFAULT_LIMITS, ClipError, FontError, Limits, check_limits
+from .model_inputs import MAX_FRAMES, SAMPLE_RATE
 from .overlay import default_font_path
 from .plan import reconcile, resolve_clip, sample_plan
 from .probe import VideoProbe, count_frames, probe_video

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from .limits import MAX_FRAMES, ClipError
+from .limits import ClipError
+from .model_inputs import MAX_FRAMES
 
 
 def sample_plan(

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .limits import MAX_AUDIO_SECONDS, SAMPLE_RATE
+from .model_inputs import MAX_AUDIO_SECONDS, SAMPLE_RATE
 
 FORMAT = "arc-prepared"
 VERSION = 1

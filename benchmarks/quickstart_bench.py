@@ -2,9 +2,10 @@
 
 Runs `arc-ask VIDEO QUESTION` (the console command of this environment) `--runs` times: the
 first run with empty caches, as right after `scripts/setup.sh` (ARC_TINY_DIR: it writes the
-tiny checkpoint; VLLM_CACHE_ROOT: vLLM's records), the others with what the first one left. Each run is a fresh process, timed from
-start to exit; its progress lines give where the time went (video prepared, engine started,
-answer). The load average is recorded with each run: other jobs on the machine slow it.
+tiny checkpoint; VLLM_CACHE_ROOT: vLLM's records), the others with what the first one left.
+Each run is a fresh process, timed from start to exit; its progress lines give where the time
+went (video prepared, engine started, answer). The load average is recorded with each run:
+other jobs on the machine slow it.
 
     python -m benchmarks.quickstart_bench                   # 3 runs, the README's clip
     python -m benchmarks.quickstart_bench --runs 1 --json out.json

@@ -1,6 +1,7 @@
-"""The model authors' preprocessing, rebuilt from the rules of docs/preprocessing.md (#waveform, #whisper-features, #reconciling-d-and-n, #frames) with the
-libraries their deployment path uses. It is the baseline of `benchmarks/preprocess_bench.py`,
-not a product path.
+"""The model authors' preprocessing, rebuilt from the rules of docs/preprocessing.md
+(#waveform, #whisper-features, #reconciling-d-and-n, #frames) with the libraries their
+deployment path uses. It is the baseline of `benchmarks/preprocess_bench.py`, not a product
+path.
 
     frames: decord VideoReader(ctx=cpu(0), num_threads=4) -> sampled frames (get_batch, or one
             by one) -> PIL timestamp overlay on the full-size frame (font loaded per frame) ->
@@ -78,8 +79,8 @@ class ReferenceResult:
 def frame_plan(
     vlen: int, fps: float, max_frames: int = MAX_FRAMES
 ) -> tuple[list[int], list[tuple[int, int]]]:
-    """docs/preprocessing.md#frame-sampling: one interval per second up to `max_frames` s, else `max_frames` equal
-    segments; the middle frame of each interval (its end clipped to vlen)."""
+    """docs/preprocessing.md#frame-sampling: one interval per second up to `max_frames` s, else
+    `max_frames` equal segments; the middle frame of each interval (its end clipped to vlen)."""
     duration = vlen / fps
     if duration <= max_frames:
         count = math.ceil(duration)
@@ -99,7 +100,8 @@ def _hms(seconds: float) -> str:
 
 
 def stamp(frame: Image.Image, start: float, end: float, font_path: str) -> Image.Image:
-    """docs/preprocessing.md#timestamp-overlay, with the font opened for every frame as the authors do."""
+    """docs/preprocessing.md#timestamp-overlay, with the font opened for every frame as the authors
+    do."""
     draw = ImageDraw.Draw(frame)
     font = ImageFont.truetype(font_path, int(frame.height * 0.05))
     text = f"{_hms(start)}-{_hms(end)}"
@@ -122,7 +124,8 @@ def to_tensor_normalised(image: Image.Image) -> torch.Tensor:
 
 
 def make_feature_extractor():
-    """WhisperFeatureExtractor with the whisper-large-v3 values (docs/preprocessing.md#whisper-features)."""
+    """WhisperFeatureExtractor with the whisper-large-v3 values
+    (docs/preprocessing.md#whisper-features)."""
     from transformers import WhisperFeatureExtractor
 
     return WhisperFeatureExtractor(

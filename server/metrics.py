@@ -15,7 +15,8 @@ REJECTION_REASONS = (
     "single_user_message", "too_many_videos", "no_video", "missing_question",
     "invalid_response_format",
     "request_too_large",
-    "not_found", "model_not_found", "method_not_allowed", "http_error", "too_many_requests", "client_closed",
+    "not_found", "model_not_found", "method_not_allowed", "http_error", "too_many_requests",
+    "client_closed",
     # uploads and files
     "wrong_content_type", "bad_multipart", "missing_file", "multiple_files", "invalid_purpose",
     "fields_too_large", "field_too_long", "file_too_large", "upload_timeout", "empty_file",

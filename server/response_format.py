@@ -107,7 +107,8 @@ Path = tuple[str | int, ...]
 
 
 def _where(path: Path) -> str:
-    """("properties", "a", "items", 0) -> "response_format.json_schema.schema.properties.a.items[0]"."""
+    """("properties", "a", "items", 0) ->
+    "response_format.json_schema.schema.properties.a.items[0]"."""
     where = SCHEMA_PARAM
     for part in path:
         where += f"[{part}]" if isinstance(part, int) else f".{part}"

@@ -88,23 +88,6 @@ def _declared_length(request: Request) -> int | None:
         return None
 
 
-async def read_body(
-    request: Request, max_bytes: int, read_timeout_s: float, total_timeout_s: float
-) -> bytes:
-    """A JSON body (chat requests carry data URLs, hence the cap)."""
-    declared = _declared_length(request)
-    if declared is not None and declared > max_bytes + DRAIN_LIMIT:
-        raise _too_large(max_bytes, None)
-    body = bytearray()
-    async for chunk in _chunks(request, read_timeout_s, total_timeout_s):
-        body += chunk
-        if len(body) > max_bytes + DRAIN_LIMIT:
-            break
-    if len(body) > max_bytes:
-        raise _too_large(max_bytes, None)
-    return bytes(body)
-
-
 async def receive_upload(
     request: Request,
     dest: Path,
@@ -278,16 +261,30 @@ class Spooled:
     size: int
 
 
+class _ByteBudget:
+    """The video bytes a request may still send, shared by all its data URLs."""
+
+    def __init__(self, allowed: int):
+        self.left = allowed
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+
+    @property
+    def exceeded(self) -> bool:
+        return self.left < 0
+
+
 class _Base64ToFile:
     """Decodes base64 text given in pieces, writing the bytes to a file."""
 
-    def __init__(self, path: Path, budget: list[int]):
+    def __init__(self, path: Path, budget: _ByteBudget):
         self.path = path
         self.out = path.open("wb")
         self.carry = b""
         self.size = 0
         self.padded = False
-        self.budget = budget  # [bytes left] shared by the data URLs of one request
+        self.budget = budget
         self.over = False
 
     def feed(self, text: bytes) -> None:
@@ -304,8 +301,8 @@ class _Base64ToFile:
             raise _bad_base64() from None
         self.padded = data[whole - 1 : whole] == b"="
         self.size += len(decoded)
-        self.budget[0] -= len(decoded)
-        if self.budget[0] < 0:
+        self.budget.spend(len(decoded))
+        if self.budget.exceeded:
             self.over = True
         if not self.over:
             self.out.write(decoded)
@@ -344,7 +341,7 @@ class ChatBody:
         self.max_video_bytes = max_video_bytes
         self.max_json_bytes = max_json_bytes
         self.name = ""  # placeholder of the data URL being decoded
-        self.budget = [max_video_bytes]
+        self.budget = _ByteBudget(max_video_bytes)
         self.json = bytearray()
         self.files: dict[str, Spooled] = {}
         self.token = "arc-spooled-" + secrets.token_hex(8) + "-"
@@ -358,7 +355,7 @@ class ChatBody:
 
     @property
     def over(self) -> bool:
-        return self.budget[0] < 0 or len(self.json) > self.max_json_bytes
+        return self.budget.exceeded or len(self.json) > self.max_json_bytes
 
     def cleanup(self) -> None:
         if self.decoder is not None:
@@ -496,7 +493,7 @@ async def read_chat_body(
 
 
 def _request_too_large(body: ChatBody) -> APIError:
-    if body.budget[0] < 0:
+    if body.budget.exceeded:
         return _too_large(body.max_video_bytes, "video_url")
     return APIError(
         413,

@@ -1,7 +1,10 @@
 """Shared test fixtures: where ../shared lives, and skips when it is absent.
 
-Tests are grouped by wing (media/, plugin/, gateway/, deploy/, benchmarks/); the helpers
-they share (servers.py, media_factory.py) live here, importable from every group."""
+Tests are grouped by wing (media/, plugin/, gateway/, deploy/, benchmarks/, docs/); the
+helpers they share live here, importable from every group: servers.py (the real servers),
+helpers.py (requests, uploads, error checks, data URLs, stand-in upstreams), media_factory.py
+(videos made with ffmpeg), prepared_containers.py (prepared containers built by hand),
+stand_in_engine.py (the long-video stand-in), logprobs.py, postgres.py."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # servers, media_factory
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers above
 SHARED = Path(os.environ.get("ARC_SHARED", REPO_ROOT.parent / "shared"))
 MEDIA = SHARED / "media"
 GOLDEN = SHARED / "golden"

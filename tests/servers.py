@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import FakeUpstream, serve
 
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "clang++", "x86_64-linux-gnu-gcc")
 
@@ -124,43 +122,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-class FakeUpstream(http.server.BaseHTTPRequestHandler):
-    """A stand-in for vLLM in fault tests (a real one cannot be made to fail on cue): JSON
-    answers, one model on GET; subclasses answer POST."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def send_json(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self.send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-    def send_completion(self, text: str = "ok") -> None:
-        """A whole chat completion of one short answer."""
-        self.send_json(
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+@contextlib.contextmanager
+def running_gateway(upstream: str, folder: Path, extra: list[str] | None = None) -> Iterator[str]:
+    """A real `arc-gateway` in front of `upstream` (its files and log in `folder`) for the
+    `with` block: its base URL."""
+    port = free_port()
+    proc = start_gateway(upstream, port, folder / "files", folder / "gateway.log", extra)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -169,29 +140,8 @@ def gateway_on_stand_in(
 ) -> Iterator[str]:
     """A real `arc-gateway` (files and logs in `folder`) in front of a stand-in vLLM whose
     `handler` answers; yields the gateway's base URL and stops both."""
-    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    try:
-        port = free_port()
-        upstream = f"http://127.0.0.1:{fake.server_address[1]}"
-        proc = start_gateway(upstream, port, folder / "files", folder / "gateway.log", extra)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(proc)
-    finally:
-        fake.shutdown()
-
-
-def upload_video(base: str, path: Path, timeout: float = 120) -> httpx.Response:
-    """POST /v1/files of a video file, as a client uploads it."""
-    with path.open("rb") as handle:
-        return httpx.post(
-            base + "/v1/files",
-            files={"file": (path.name, handle, "video/mp4")},
-            data={"purpose": "user_data"},
-            timeout=timeout,
-        )
+    with serve(handler) as upstream, running_gateway(upstream, folder, extra) as base:
+        yield base
 
 
 def prepare_container(

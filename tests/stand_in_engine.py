@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from helpers import FakeUpstream
 from PIL import Image
-from servers import FakeUpstream
 
 
 @dataclass

@@ -117,7 +117,8 @@ class ARCHunyuanVideoTextConfig(PretrainedConfig):
 
     @property
     def effective_rope_base(self) -> float:
-        """theta * alpha^(d/(d-2)): the NTK-alpha base, independent of length (docs/model.md#xd-rope)."""
+        """theta * alpha^(d/(d-2)): the NTK-alpha base, independent of length
+        (docs/model.md#xd-rope)."""
         d = self.attention_head_dim
         alpha = float(self.arc_rope_scaling.get("alpha", 1.0) or 1.0)
         return float(self.arc_rope_theta) * alpha ** (d / (d - 2))

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from arc_media.limits import SAMPLE_RATE
+from arc_media.model_inputs import SAMPLE_RATE
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # one Whisper piece: 480000 samples
 N_FFT = 400

@@ -89,7 +89,8 @@ def deinterleave_qkv(
 
 
 def interpolate_position_table(table: torch.Tensor, grid: int, side: int) -> torch.Tensor:
-    """The ViT position table resized once, exactly as the reference does (docs/model.md#patch-and-position-embedding).
+    """The ViT position table resized once, exactly as the reference does
+    (docs/model.md#patch-and-position-embedding).
 
     Bilinear with `scale_factor=(side + 0.1) / grid` (not `size=`): the sampling
     coordinates use that scale, which gives a different table from `size=`.
@@ -687,7 +688,8 @@ def xd_positions(
     tokens_per_frame: int,
     cells_per_row: int,
 ) -> torch.Tensor:
-    """[4, L] position ids (rows P, W, H, T) from the token ids alone (docs/model.md#position-ids)."""
+    """[4, L] position ids (rows P, W, H, T) from the token ids alone
+    (docs/model.md#position-ids)."""
     length = len(input_tokens)
     positions = torch.arange(length, dtype=torch.int64).repeat(4, 1)
     block = tokens_per_frame + 2  # <img> + vectors + </img>
@@ -713,8 +715,9 @@ def xd_positions(
 
 class ARCWeightLoader:
     """Loads the published checkpoint after `ARC_WEIGHTS_MAPPER`'s renames, with the
-    transforms that change tensors (docs/model.md#checkpoint-tensors): the interleaved qkv of the decoder and the ViT
-    split into q, k, v; the decoder's fused [up; gate] swapped into vLLM's [gate; up]."""
+    transforms that change tensors (docs/model.md#checkpoint-tensors): the interleaved qkv of the
+    decoder and the ViT split into q, k, v; the decoder's fused [up; gate] swapped into vLLM's
+    [gate; up]."""
 
     def __init__(self, model: ARCHunyuanVideoForConditionalGeneration) -> None:
         self.model = model

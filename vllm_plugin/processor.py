@@ -52,7 +52,7 @@ from vllm.multimodal.processing import (
     TimingContext,
 )
 
-from arc_media.limits import MAX_AUDIO_SECONDS, SAMPLE_RATE
+from arc_media.model_inputs import MAX_AUDIO_SECONDS, SAMPLE_RATE
 
 from .config import ARCHunyuanVideoConfig
 
@@ -80,7 +80,8 @@ SEND_THE_FILE = (
 def prepared_video_item(
     pixel_values: torch.Tensor, input_features: torch.Tensor, duration: int
 ) -> dict[str, torch.Tensor]:
-    """A `video` item from tensors that are already model inputs (docs/architecture.md#the-video-item)."""
+    """A `video` item from tensors that are already model inputs
+    (docs/architecture.md#the-video-item)."""
     if pixel_values.ndim != 4 or input_features.ndim != 3:
         raise BadVideoItem(
             "prepared video needs pixel_values [N,3,S,S] and input_features [W,128,3000], "

@@ -1,4 +1,5 @@
-"""The authors' prompt format and task instructions (docs/model.md#prompts-and-generation), exactly."""
+"""The authors' prompt format and task instructions (docs/model.md#prompts-and-generation),
+exactly."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def user_text(question: str | None, task: str = "qa") -> str:
 
 
 def chat_template() -> str:
-    """A Jinja chat template for the checkpoint, which ships none (docs/model.md#prompts-and-generation).
+    """A Jinja chat template for the checkpoint, which ships none
+    (docs/model.md#prompts-and-generation).
 
     One user turn holding the video and the question; the task instruction is chosen
     with `chat_template_kwargs={"task": ...}` (default qa; "none" sends the question

@@ -2,10 +2,11 @@
 
 The files mirror the published layout (docs/model.md: config schema, tokenizer and special
 tokens, tensor names) at sizes that run on a CPU in seconds. The defaults deliberately cover
-what the golden tiny-a checkpoint cannot (docs/model.md#tiny-checkpoints): 2 KV heads with 2 queries each (the interleaved qkv layout is observable),
-a tied LM head with no `lm_head` tensor, and special ids at yet another offset
-(so hard-coded ids break). Everything is generated in-process from a seed: no file
-from `../shared` is needed, and the same seed gives the same bytes.
+what the golden tiny-a checkpoint cannot (docs/model.md#tiny-checkpoints): 2 KV heads with 2
+queries each (the interleaved qkv layout is observable), a tied LM head with no `lm_head`
+tensor, and special ids at yet another offset (so hard-coded ids break). Everything is
+generated in-process from a seed: no file from `../shared` is needed, and the same seed gives
+the same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from arc_media.limits import SAMPLE_RATE
+from arc_media.model_inputs import SAMPLE_RATE
 
 from . import features
 
@@ -113,7 +114,8 @@ CORPUS: tuple[str, ...] = (
 # Config
 # ----------------------------------------------------------------------------
 def default_config() -> dict[str, Any]:
-    """The tiny config without token ids; same keys as the published schema (docs/model.md#configuration)."""
+    """The tiny config without token ids; same keys as the published schema
+    (docs/model.md#configuration)."""
     text_config: dict[str, Any] = {
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -322,7 +324,8 @@ def _tokenizer_config(bpe_ranks: int) -> dict[str, Any]:
 # Tensors (docs/model.md#checkpoint-tensors)
 # ----------------------------------------------------------------------------
 def tensor_specs(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    """Every checkpoint tensor (name, shape, dtype) for a config dict, in docs/model.md#checkpoint-tensors order."""
+    """Every checkpoint tensor (name, shape, dtype) for a config dict, in
+    docs/model.md#checkpoint-tensors order."""
     t, v, a = config["text_config"], config["vision_config"], config["audio_config"]
     f32 = torch.float32
     ht, it, dh = t["hidden_size"], t["intermediate_size"], t["attention_head_dim"]

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minutes", type=_minutes, default=[10.0, 30.0, 60.0],
                         help="video lengths, comma-separated")  # fmt: skip
     parser.add_argument("--segments", default="auto",
-                        help='video.segments of the segmented request: "auto" or seconds')  # fmt: skip
+                        help='video.segments of the segmented request: "auto" or '
+                             "seconds")  # fmt: skip
     parser.add_argument("--max-tokens", type=int, default=16,
                         help="tokens every request generates (ignore_eos)")  # fmt: skip
     parser.add_argument("--size", default="320x180", help="the videos' picture size")
@@ -47,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--segments-in-flight", type=int,
                         help="the gateway's (default: its own, 4)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "arc-long-bench",
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "arc-long-bench",
                         help="where the synthetic videos are kept between runs")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))  # fmt: skip
+    quick = ", ".join(f"{k} {v}" for k, v in QUICK.items())
+    parser.add_argument("--quick", action="store_true", help="smoke run: " + quick)
     return parser
 
 

@@ -3,8 +3,8 @@
 It admits the request (the in-flight count, the key's limits), reads the body (data URLs
 to disk as they arrive), validates it into the closed request model, and hands both to
 the chat service, which answers whole or as SSE. A client that goes away cancels the
-answer (its decode jobs and upstream requests with it). Everything the request holds is an `Admission`
-(`server.inflight`), released once when the answer is done: by this route for a whole
+answer (its decode jobs and upstream requests with it). Everything the request holds is an
+`Admission` (`server.inflight`), released once when the answer is done: by this route for a whole
 answer, by the stream for a streamed one.
 """
 

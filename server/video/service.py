@@ -1,9 +1,9 @@
 """The video service: the gateway's one path for a video, from its source to what goes
 upstream.
 
-    source (stored file id, data: URL, https URL)          -> `open`          (VideoSource)
-    clip or segment (video.start/end, a long video's part)  -> `prepare`       (a job on a decode worker,
-                                                                               or the file store's cache)
+    source (stored file id, data: URL, https URL)          -> `open` (VideoSource)
+    clip or segment (video.start/end, a long video's part)  -> `prepare` (a job on a decode
+                                                               worker, or the file store's cache)
     forward (data: URL or shared-folder file:// URL)        -> `forward.Forwarder`
 
 `prepare` answers a `Prepared` (what goes upstream and the video's summary) or, asked with

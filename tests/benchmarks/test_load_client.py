@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from servers import FakeUpstream
+from helpers import FakeUpstream
 
 from benchmarks.load.client import ChatSettings, LoadClient, Target
 from benchmarks.load.records import Slo

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from manifests import dockerfile, exec_form, image_env, stages
 from servers import free_port, stop, wait_until
 from test_deploy_dependencies import build_gateway_venv
-from test_deploy_files import dockerfile, exec_form, image_env, stages
 from test_images_cpu_engine import path_without_compilers
 
 pytestmark = pytest.mark.engine

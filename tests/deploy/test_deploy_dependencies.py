@@ -31,9 +31,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from manifests import dockerfile, exec_form, image_env, stages
 from media_factory import make_clip
 from servers import free_port, stop, wait_until
-from test_deploy_files import dockerfile, exec_form, image_env, stages
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_deploy_files import dockerfile, exec_form, stages
+from manifests import dockerfile, exec_form, stages
 from test_deploy_validate import COMPOSE_FILE, ENV_EXAMPLE, compose_binary
 
 pytest.importorskip("vllm")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from manifests import dockerfile, exec_form, image_env, stages
 from media_factory import make_clip
 from servers import free_port, stop, wait_until
-from test_deploy_files import dockerfile, exec_form, image_env, stages
 
 pytestmark = pytest.mark.engine
 

@@ -3,13 +3,9 @@ checkpoint), called with the official `openai` client and raw HTTP."""
 
 from __future__ import annotations
 
-import base64
 import functools
-import http.server
 import json
 import re
-import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -17,8 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import (
+    QuietFiles,
+    assert_error,
+    data_url,
+    openai_client,
+    serve_folder,
+    slow_upload,
+    upload_video,
+    video_question,
+)
 from media_factory import ffmpeg, make_clip, rotate
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -49,7 +55,7 @@ def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(QuietFiles):
     """Serves the video folder; `/redirect?to=URL` answers a 302 to URL."""
 
     def do_GET(self) -> None:
@@ -61,17 +67,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def media_server(videos: Path) -> Iterator[str]:
-    handler = functools.partial(_Handler, directory=str(videos))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_folder(videos, _Handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -171,26 +171,8 @@ def test_server_timing_names_the_stages(gateway: str, videos: Path) -> None:
     httpx.delete(f"{gateway}/v1/files/{file_id}", timeout=30)
 
 
-def openai_client(base: str):
-    from openai import OpenAI
-
-    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
-
-
 def ask(url: str, text: str = "What is happening?") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video_url", "video_url": {"url": url}},
-                {"type": "text", "text": text},
-            ],
-        }
-    ]
-
-
-def data_url(path: Path) -> str:
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+    return video_question(url, text)
 
 
 @pytest.mark.parametrize("name", SHARED_VIDEOS + GENERATED_VIDEOS)
@@ -432,14 +414,6 @@ EXPECTED = {
 }
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.text)
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["message"] and error["type"]
-    return error
-
-
 def test_bad_uploads(gateway: str, bad_files: dict[str, Path]) -> None:
     with httpx.Client(base_url=gateway, timeout=120) as http_client:
         for label, path in bad_files.items():
@@ -566,13 +540,7 @@ def test_malformed_requests(gateway: str, videos: Path) -> None:
 
 
 def test_slow_loris_upload_is_dropped(gateway: str) -> None:
-    host, port = urllib.parse.urlparse(gateway).netloc.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\n"
-            b"Content-Length: 1000000\r\n\r\n--xyz\r\n"
-        )
+    with slow_upload(gateway, 1000000, timeout=30) as sock:
         t0 = time.monotonic()
         reply = b""
         while b"upload_timeout" not in reply and time.monotonic() - t0 < 20:
@@ -650,15 +618,10 @@ def test_admission_limits_answer_429(engine, videos: Path, tmp_path: Path) -> No
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        video = (videos / "c3522vbgwaw.mp4").read_bytes()
+        video = videos / "c3522vbgwaw.mp4"
 
         def upload(_: int) -> httpx.Response:
-            return httpx.post(
-                base + "/v1/files",
-                files={"file": ("v.mp4", video)},
-                data={"purpose": "user_data"},
-                timeout=300,
-            )
+            return upload_video(base, video, timeout=300)
 
         with ThreadPoolExecutor(4) as pool:
             uploads = list(pool.map(upload, range(4)))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import FakeUpstream, free_port, gateway_on_stand_in, start_gateway, stop
+from helpers import FakeUpstream
+from servers import free_port, gateway_on_stand_in, start_gateway, stop
 
 
 class _FakeUpstream(FakeUpstream):

@@ -6,12 +6,9 @@ recording upstream, and the settings (start-up check, decode workers from the CP
 
 from __future__ import annotations
 
-import base64
-import http.server
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.parse
 import zipfile
@@ -21,8 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import FakeUpstream, data_url, serve, upload_video, uploaded, video_question
 from logprobs import distance, first_step
-from servers import FakeUpstream, free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 
 from arc_media import prepared
 from server import config
@@ -43,10 +41,6 @@ def chat_body(url: str, **extra: Any) -> dict[str, Any]:
         "top_logprobs": 5,
         **extra,
     }
-
-
-def data_url(path: Path) -> str:
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def wait_empty(folder: Path, seconds: float = 10) -> list[str]:
@@ -249,10 +243,9 @@ class Recorder(FakeUpstream):
     seen: list[dict[str, Any]]
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        content = body["messages"][0]["content"]
-        url = next(p["video_url"]["url"] for p in content if p["type"] == "video_url")
-        text = next(p["text"] for p in content if p["type"] == "text")
+        body = self.read_json()
+        url = self.video_url(body)
+        text = next(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text")
         path = urllib.parse.urlparse(url).path
         local = self.forward / Path(path).relative_to(ENGINE_VIEW)
         record = {"url": url, "exists": local.is_file(), "bytes": len(json.dumps(body))}
@@ -273,8 +266,6 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     forward = folder / "forward"
     seen: list[dict[str, Any]] = []
     handler = type("Handler", (Recorder,), {"forward": forward, "seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     port = free_port()
     log = folder / "gateway.log"
     extra = [
@@ -283,12 +274,10 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         "--engine-forward-dir", ENGINE_VIEW,
         "--decode-workers", "1",
     ]  # fmt: skip
-    proc = start_gateway(
-        f"http://127.0.0.1:{httpd.server_address[1]}", port, folder / "files", log, extra
-    )
-    yield {"url": f"http://127.0.0.1:{port}", "forward": forward, "seen": seen, "log": log}
-    stop(proc)
-    httpd.shutdown()
+    with serve(handler) as upstream:
+        proc = start_gateway(upstream, port, folder / "files", log, extra)
+        yield {"url": f"http://127.0.0.1:{port}", "forward": forward, "seen": seen, "log": log}
+        stop(proc)
 
 
 def ask(recorder: dict[str, Any], video: str, text: str, **kwargs: Any) -> httpx.Response:
@@ -338,9 +327,7 @@ def test_stored_file_is_forwarded_by_a_link_and_unlinked(
     recorder: dict[str, Any], media_dir: Path
 ) -> None:
     path = media_dir / "syn_short.mp4"
-    upload = upload_video(recorder["url"], path)
-    assert upload.status_code == 200, upload.text
-    file_id = upload.json()["id"]
+    file_id = uploaded(recorder["url"], path)
     stored = recorder["log"].parent / "files" / file_id / "prepared-full.arcz"
     for text in ("describe", "error"):
         ask(recorder, file_id, text, timeout=120)
@@ -348,18 +335,7 @@ def test_stored_file_is_forwarded_by_a_link_and_unlinked(
         assert not wait_empty(recorder["forward"])
         assert stored.is_file() and stored.stat().st_nlink == 1  # the store's copy stays
     # A clip is prepared for the question (not cached yet), kept and forwarded.
-    body = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": file_id}},
-                    {"type": "text", "text": "describe"},
-                ],
-            }
-        ],
-        "video": {"start": 0, "end": 1},
-    }
+    body = {"messages": video_question(file_id, "describe"), "video": {"start": 0, "end": 1}}
     reply = httpx.post(recorder["url"] + "/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     assert recorder["seen"][-1]["exists"] and recorder["seen"][-1]["frames"] == 1

@@ -8,12 +8,10 @@ loopback) so the tests can see exactly what reaches vLLM.
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import re
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -22,8 +20,9 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from helpers import assert_error, data_url, serve, slow_upload, upload_video
 from media_factory import ffmpeg, make_clip, sized_clip
-from servers import free_port, start_gateway, stop
+from servers import free_port, running_gateway, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -77,25 +76,17 @@ class _Bait(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(handler: type) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 @pytest.fixture(scope="module")
 def relay(engine: tuple[str, Path]) -> Iterator[str]:
     _Relay.engine = engine[0]
-    server, url = _serve(_Relay)
-    yield url
-    server.shutdown()
+    with serve(_Relay) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def bait() -> Iterator[str]:
-    server, url = _serve(_Bait)
-    yield url
-    server.shutdown()
+    with serve(_Bait) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +109,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=3, size="160x90")
 
 
-def data_url(path: Path, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 # The text part of a question (qa, the default task, needs one).
 QUESTION = {"type": "text", "text": "What is it?"}
 
@@ -133,14 +120,6 @@ def video_part(url: str) -> dict:
 def chat(base: str, content: list | str, **extra: object) -> httpx.Response:
     body = {"model": "arc", "messages": [{"role": "user", "content": content}], **extra}
     return httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.text[:2000])
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["message"] and error["type"]
-    return error
 
 
 def assert_engine_alive(engine: tuple[str, Path]) -> None:
@@ -157,11 +136,12 @@ def test_content_parts_with_extra_keys_never_reach_the_engine(
     ffmpeg("-f", "lavfi", "-i", "color=red:size=64x64", "-frames:v", "1", str(jpeg))
     big = tmp_path / "big.png"
     ffmpeg("-f", "lavfi", "-i", "color=black:size=2048x2048", "-frames:v", "1", str(big))
+    jpeg_url, png_url = data_url(jpeg, "image/jpeg"), data_url(big, "image/png")
     hostile = [
         # vLLM infers a part's kind from its keys when it has a uuid: the bypass.
         {"type": "text", "text": "x", "uuid": "u", "video_url": {"url": bait + "/v.mp4"}},
-        {"type": "text", "text": "x", "uuid": "u", "image_url": {"url": data_url(jpeg, "image/jpeg")}},
-        {"type": "text", "text": "x", "uuid": "u", "image_url": {"url": data_url(big, "image/png")}},
+        {"type": "text", "text": "x", "uuid": "u", "image_url": {"url": jpeg_url}},
+        {"type": "text", "text": "x", "uuid": "u", "image_url": {"url": png_url}},
         {"type": "video_url", "video_url": {"url": bait + "/a.mp4", "uuid": "u"}},
         {"type": "video_url", "video_url": {"url": "file-" + "0" * 24}, "uuid": "u"},
         {"type": "text", "text": "x", "audio_url": {"url": bait + "/a.wav"}},
@@ -493,7 +473,8 @@ def test_tiny_and_extreme_videos_get_an_answer(gateway: str, size: str, tmp_path
         # The same connection goes on being used: nothing closed it.
         reply = client.post(
             "/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": [video_part(uploaded.json()["id"]), QUESTION]}],
+            json={"messages": [{"role": "user", "content": [video_part(uploaded.json()["id"]),
+                                                            QUESTION]}],
                   "max_tokens": 1},
         )  # fmt: skip
         assert reply.status_code == 200, reply.text
@@ -518,11 +499,12 @@ def test_multipart_is_bounded_and_checked(gateway: str, clip: Path) -> None:
     cases = {
         "fields_too_large": [purpose, (file_part[0] + padding, b"", video)],
         "multiple_files": [purpose, file_part, file_part],
-        "invalid_purpose": [("Content-Disposition: form-data; name=\"purpose\"", b"", b"fine-tune"), file_part],
-        "unknown_parameter": [purpose, ('Content-Disposition: form-data; name="extra"', b"", b"x"), file_part],
+        "invalid_purpose": [(purpose[0], b"", b"fine-tune"), file_part],
+        "unknown_parameter": [purpose, (purpose[0].replace("purpose", "extra"), b"", b"x"),
+                              file_part],
         "missing_file": [purpose],
         "invalid_request": [purpose, purpose, file_part],
-        "field_too_long": [('Content-Disposition: form-data; name="purpose"', b"", b"p" * 2000), file_part],
+        "field_too_long": [(purpose[0], b"", b"p" * 2000), file_part],
     }  # fmt: skip
     # The field each one names (none for all the fields together).
     params = {"fields_too_large": None, "multiple_files": "file", "invalid_purpose": "purpose",
@@ -598,32 +580,16 @@ def test_a_data_url_request_holds_little_of_the_video_in_memory(
 
 @pytest.fixture
 def small_store(engine: tuple[str, Path], tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start_gateway(
-        engine[0],
-        port,
-        tmp_path / "files",
-        tmp_path / "gateway.log",
-        ["--files-budget-mb", "3", "--decode-workers", "1", "--upload-read-timeout-s", "20"],
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-
-
-def _upload(base: str, path: Path) -> httpx.Response:
-    return httpx.post(
-        base + "/v1/files",
-        files={"file": (path.name, path.read_bytes())},
-        data={"purpose": "user_data"},
-        timeout=300,
-    )
+    extra = ["--files-budget-mb", "3", "--decode-workers", "1", "--upload-read-timeout-s", "20"]
+    with running_gateway(engine[0], tmp_path, extra) as base:
+        yield base
 
 
 def test_an_upload_over_the_budget_is_refused_not_lost(
     small_store: str, media_dir: Path, tmp_path: Path
 ) -> None:
     big = media_dir / "c3522vbgwaw.mp4"  # over 3 MB with its prepared form
-    reply = _upload(small_store, big)
+    reply = upload_video(small_store, big, timeout=300)
     assert reply.status_code in (413, 507), reply.text
     error = reply.json()["error"]
     assert error["code"] in ("file_exceeds_storage", "storage_full")
@@ -634,19 +600,13 @@ def test_an_upload_over_the_budget_is_refused_not_lost(
 
 def test_bytes_still_arriving_evict_nothing(small_store: str, tmp_path: Path) -> None:
     first = make_clip(tmp_path / "first.mp4", seconds=2)
-    kept = _upload(small_store, first).json()["id"]
-    host, port = urllib.parse.urlparse(small_store).netloc.split(":")
-    with socket.create_connection((host, int(port)), timeout=60) as slow:
-        slow.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 9000000\r\n\r\n"
-            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="s.mp4"\r\n\r\n'
-        )
+    kept = upload_video(small_store, first, timeout=300).json()["id"]
+    with slow_upload(small_store, 9000000, timeout=60) as slow:
         for _ in range(4):  # 4 MB arrive, more than the whole budget, and the upload waits
             slow.sendall(b"\0" * 1_000_000)
         time.sleep(1)
         second = make_clip(tmp_path / "second.mp4", seconds=2)
-        assert _upload(small_store, second).status_code == 200
+        assert upload_video(small_store, second, timeout=300).status_code == 200
         assert httpx.get(f"{small_store}/v1/files/{kept}").status_code == 200
     ids = {f["id"] for f in httpx.get(small_store + "/v1/files").json()["data"]}
     assert kept in ids
@@ -658,8 +618,9 @@ def test_a_file_deleted_while_its_question_waits_is_still_answered(
     from concurrent.futures import ThreadPoolExecutor
 
     clip_file = make_clip(tmp_path / "clip.mp4", seconds=4)
-    file_id = _upload(small_store, clip_file).json()["id"]
-    busy = {"messages": [{"role": "user", "content": [video_part(data_url(media_dir / "syn_400s.mp4")), QUESTION]}],
+    file_id = upload_video(small_store, clip_file, timeout=300).json()["id"]
+    long_url = data_url(media_dir / "syn_400s.mp4")
+    busy = {"messages": [{"role": "user", "content": [video_part(long_url), QUESTION]}],
             "max_tokens": 1}  # fmt: skip
     question = {
         "messages": [{"role": "user", "content": [video_part(file_id), QUESTION]}],
@@ -759,8 +720,8 @@ def test_streams_abandoned_at_once_release_what_they_held(gateway: str, clip: Pa
         timeout=300,
     ).json()["id"]
     body = json.dumps(
-        {"messages": [{"role": "user", "content": [video_part(file_id), QUESTION]}], "max_tokens": 50,
-         "ignore_eos": True, "stream": True}
+        {"messages": [{"role": "user", "content": [video_part(file_id), QUESTION]}],
+         "max_tokens": 50, "ignore_eos": True, "stream": True}
     ).encode()  # fmt: skip
     host, port = urllib.parse.urlparse(gateway).netloc.split(":")
     for wait in (0.0, 0.3, 1.0):

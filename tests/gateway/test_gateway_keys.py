@@ -9,8 +9,6 @@ the real engine stay per key is tests/gateway/test_gateway_tenancy.py.
 
 from __future__ import annotations
 
-import base64
-import http.server
 import json
 import os
 import re
@@ -26,8 +24,9 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from helpers import FakeUpstream, assert_error, data_url, serve, upload_video
 from media_factory import make_clip
-from servers import FakeUpstream, create_key, free_port, keys_command, start_gateway, stop
+from servers import create_key, free_port, keys_command, start_gateway, stop
 
 from server.app import create_app
 from server.config import Settings
@@ -43,7 +42,7 @@ class _Upstream(FakeUpstream):
     gate = threading.Event()
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         type(self).received.append({"body": body, "headers": dict(self.headers)})
         type(self).gate.wait(60)
         self.send_completion("ok")
@@ -52,11 +51,9 @@ class _Upstream(FakeUpstream):
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     _Upstream.gate.set()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    _Upstream.gate.set()
-    server.shutdown()
+    with serve(_Upstream) as url:
+        yield url
+        _Upstream.gate.set()
 
 
 @pytest.fixture(scope="module")
@@ -157,19 +154,8 @@ def ask(
     )
 
 
-def data_url(path: Path) -> str:
-    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 def upload(base: str, headers: dict[str, str], path: Path) -> httpx.Response:
-    with path.open("rb") as handle:
-        return httpx.post(
-            base + "/v1/files",
-            files={"file": (path.name, handle, "video/mp4")},
-            data={"purpose": "user_data"},
-            headers=headers,
-            timeout=120,
-        )
+    return upload_video(base, path, headers=headers)
 
 
 def decodes(base: str) -> float:
@@ -180,9 +166,9 @@ def decodes(base: str) -> float:
 
 
 def assert_openai_error(reply: httpx.Response, status: int, code: str) -> dict:
-    assert reply.status_code == status, reply.text
-    error = reply.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    """`assert_error`, and the error holds the four keys of OpenAI's and no other."""
+    error = assert_error(reply, status, code)
+    assert set(error) == {"message", "type", "param", "code"}, error
     return error
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import video_question
 from servers import free_port, start_gateway, stop, wait_until
 
 pytestmark = pytest.mark.engine
@@ -119,18 +120,7 @@ def _gateway_pid(port: int) -> int:
 
 
 def _ask(base: str, file_id: str, max_tokens: int = 2) -> httpx.Response:
-    body = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "video_url", "video_url": {"url": file_id}},
-                    {"type": "text", "text": "What happens?"},
-                ],
-            }
-        ],
-        "max_tokens": max_tokens,
-    }
+    body = {"messages": video_question(file_id, "What happens?"), "max_tokens": max_tokens}
     return httpx.post(base + "/v1/chat/completions", json=body, timeout=180)
 
 

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
+from helpers import uploaded, video_question
 from media_factory import make_clip
 from pydantic import BaseModel, Field, ValidationError
-from servers import free_port, start_gateway, stop, upload_video
+from servers import running_gateway
 
 from server.chat.answers import JSON_ANSWER, parse_answer
 from server.config import Settings, load_settings
@@ -356,32 +357,18 @@ def test_engine_failures_under_a_schema_are_the_schemas_other_failures_stay_502(
 @pytest.fixture(scope="module")
 def gateway(engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("structured")
-    port = free_port()
-    proc = start_gateway(
-        engine[0], port, folder / "files", folder / "gateway.log", ["--decode-workers", "1"]
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    with running_gateway(engine[0], folder, ["--decode-workers", "1"]) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def video_id(gateway: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     clip = make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=3, size="160x90")
-    reply = upload_video(gateway, clip)
-    assert reply.status_code == 200, reply.text
-    return reply.json()["id"]
+    return uploaded(gateway, clip)
 
 
 def _messages(video_id: str, text: str = "Tag this video as JSON.") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video_url", "video_url": {"url": video_id}},
-                {"type": "text", "text": text},
-            ],
-        }
-    ]
+    return video_question(video_id, text)
 
 
 def _chat(gateway: str, video_id: str, **extra: object) -> httpx.Response:

@@ -2,8 +2,8 @@
 asked about by two keys gets no prefix-cache hit (`usage.prompt_tokens_details.
 cached_tokens`) across them, while a key's repeated question does; the multimodal cache
 stays shared by content unless the engine trusts per-request processor kwargs (vLLM's
-`vllm:mm_cache_hits` shows it: the README's residual bound); and the official `openai` client works with a
-key, unchanged: files, chat, streaming, its error classes."""
+`vllm:mm_cache_hits` shows it: the README's residual bound); and the official `openai` client works
+with a key, unchanged: files, chat, streaming, its error classes."""
 
 from __future__ import annotations
 

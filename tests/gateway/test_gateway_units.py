@@ -1,4 +1,5 @@
-"""Gateway parts that need no server: settings, stored files, answer parsing, the container."""
+"""Gateway parts that need no server: settings, stored files, answer parsing, request checks,
+errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_media import prepared as prepared_media
 from server.chat.answers import parse_answer
 from server.config import build_parser, load_settings
 from server.errors import APIError
@@ -89,23 +89,6 @@ def test_parse_answer(text: str, task: str, answer: str | None, segments: list |
     assert parse_answer("<think>unfinished", "qa").thinking == "unfinished"
 
 
-def test_prepared_container_round_trip_and_refusals() -> None:
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    audio = (rng.standard_normal(16000) * 0.1).astype(np.float32)
-    data = prepared_media.encode(frames, audio, 3, {"intervals": [[0, 1]]})
-    assert data == prepared_media.encode(frames, audio, 3, {"intervals": [[0, 1]]})
-    assert prepared_media.is_prepared(data)
-    media = prepared_media.decode(data, frame_size=64)
-    assert media.frames.shape == frames.shape and media.duration == 3
-    assert np.abs(media.audio - audio).max() < 1e-4
-    with pytest.raises(prepared_media.PreparedMediaError):
-        prepared_media.decode(data[: len(data) // 2], frame_size=64)
-    with pytest.raises(prepared_media.PreparedMediaError, match="from 1 to 2"):
-        prepared_media.decode(data, max_frames=2, frame_size=64)
-    assert not prepared_media.is_prepared(b"\x00\x00\x00\x18ftypmp42")
-
-
 WORKER_UNDER_A_TIGHT_LIMIT = """
 import re, sys
 from server.video import jobs, workers
@@ -118,7 +101,8 @@ def data_mb():
 workers.WORKER_BASE_MB = data_mb() + 40  # room for the pipeline's small arrays, not a 4K DPB
 workers.limit_worker_memory(1)
 try:
-    jobs.run_job(jobs.PrepareJob(sys.argv[1], sys.argv[1] + ".arcz", max_pixels=10**9, timeout_s=120.0))
+    job = jobs.PrepareJob(sys.argv[1], sys.argv[1] + ".arcz", max_pixels=10**9, timeout_s=120.0)
+    jobs.run_job(job)
 except (MemoryError, MediaError) as exc:
     print("refused:", type(exc).__name__, exc)
     sys.exit(0)
@@ -229,7 +213,10 @@ def _request(**extra: object) -> dict:
             ]}]},
             "messages[0].content[0].uuid",
         ),
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls"),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+            "messages[0].tool_calls",
+        ),
         (_request(mm_processor_kwargs={"arc_layout": "B"}), "mm_processor_kwargs"),
         (_request(chat_template="{{ 1 }}"), "chat_template"),
         (_request(truncate_prompt_tokens=10), "truncate_prompt_tokens"),
@@ -397,18 +384,6 @@ def test_public_model_name_is_never_a_path() -> None:
     assert public_model_name(Settings(), "../ckpt") == "arc"
     assert public_model_name(Settings(), "arc-tiny") == "arc-tiny"
     assert public_model_name(Settings(served_model_name="video"), "/x/y") == "video"
-
-
-def test_overlay_on_frames_too_small_for_the_font() -> None:
-    from PIL import Image
-
-    from arc_media.overlay import draw_timestamp
-
-    for size in ((1, 1), (2, 2), (16384, 16), (64, 19)):
-        frame = Image.new("RGB", size)
-        assert draw_timestamp(frame, 0, 1) is frame  # no stamp, no error
-    stamped = draw_timestamp(Image.new("RGB", (400, 200)), 0, 1)
-    assert np.asarray(stamped).any()
 
 
 def test_upstream_body_writes_the_video_piece_by_piece(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import upload_video
 from media_factory import make_clip, sized_clip
 from servers import free_port, prepare_container, start_gateway, stop
 
@@ -106,15 +107,10 @@ def test_killing_a_busy_worker_loses_no_upload(media_dir: Path, tmp_path: Path) 
         ["--decode-workers", "3"],
     )
     base = f"http://127.0.0.1:{port}"
-    video = (media_dir / "syn_200s.mp4").read_bytes()
+    video = media_dir / "syn_200s.mp4"
 
     def upload(_: int) -> httpx.Response:
-        return httpx.post(
-            base + "/v1/files",
-            files={"file": ("v.mp4", video)},
-            data={"purpose": "user_data"},
-            timeout=300,
-        )
+        return upload_video(base, video, timeout=300)
 
     try:
         assert len(_workers(proc.pid)) == 3

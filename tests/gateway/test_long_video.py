@@ -7,11 +7,8 @@ same path against the real engine: test_long_video_engine.py."""
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -20,8 +17,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import serve_folder, upload_video
 from media_factory import card_colours, ffmpeg
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, running_gateway, start_gateway, stop
 from stand_in_engine import PASS_USAGE, EngineState, segment_usage, stand_in_engine, wait_for
 
 from arc_media import prepared as prepared_media
@@ -44,14 +42,8 @@ def fresh_state(stand_in: tuple[str, EngineState]) -> None:
 
 @pytest.fixture(scope="module")
 def media_server(long_video: Path) -> Iterator[str]:
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(long_video.parent)
-    )
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_folder(long_video.parent) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +51,12 @@ def gateway(
     stand_in: tuple[str, EngineState], media_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("long-gateway")
-    port = free_port()
-    proc = start_gateway(
-        stand_in[0],
-        port,
-        folder / "files",
-        folder / "gateway.log",
-        [
-            "--decode-workers", "2", "--segments-in-flight", "4",
-            "--allow-url-host", urllib.parse.urlparse(media_server).netloc,
-        ],
-    )  # fmt: skip
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    extra = [
+        "--decode-workers", "2", "--segments-in-flight", "4",
+        "--allow-url-host", urllib.parse.urlparse(media_server).netloc,
+    ]  # fmt: skip
+    with running_gateway(stand_in[0], folder, extra) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

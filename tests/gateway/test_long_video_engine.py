@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port, prepare_container, start_gateway, stop, upload_video
+from helpers import openai_client, uploaded, video_question
+from servers import free_port, prepare_container, start_gateway, stop
 
 pytestmark = pytest.mark.engine
 
@@ -36,27 +37,11 @@ def gateway(
 
 @pytest.fixture(scope="module")
 def stored(gateway: tuple[str, Path], long_video: Path) -> str:
-    reply = upload_video(gateway[0], long_video)
-    assert reply.status_code == 200, reply.text
-    return reply.json()["id"]
-
-
-def _client(base: str):
-    from openai import OpenAI
-
-    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
+    return uploaded(gateway[0], long_video)
 
 
 def _messages(url: str, text: str = "What colour is the card?") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video_url", "video_url": {"url": url}},
-                {"type": "text", "text": text},
-            ],
-        }
-    ]
+    return video_question(url, text)
 
 
 def _counter(base: str, name: str) -> float:
@@ -71,7 +56,7 @@ def test_segments_by_number_whole_and_streamed(
 ) -> None:
     base, files = gateway
     engine_url, _ = engine
-    client = _client(base)
+    client = openai_client(base)
     video = {"start": 0, "end": 150, "segments": 60}
     prompt_before = _counter(engine_url, "vllm:prompt_tokens_total")
     generated_before = _counter(engine_url, "vllm:generation_tokens_total")

@@ -1,4 +1,4 @@
-"""The pure parts of long videos: the segment plan, times moved to the whole video, what the
+"""The gateway's pure parts of long videos: times moved to the whole video, what the
 integration pass's answers are read as, and the one place every upstream request is built
 (what later work adds there reaches every request of an answer)."""
 
@@ -9,7 +9,6 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from arc_media.segments import clock, plan_segments
 from server.chat.answers import shift_times
 from server.chat.integrate import Cut, chosen_candidate, joined_cuts
 from server.chat.upstream_requests import Integrator, UpstreamRequests, session_key
@@ -18,25 +17,7 @@ from server.schemas import VideoOptions
 from server.upstream import Body
 
 
-def spans(start: float, end: float, length: float) -> list[tuple[float, float]]:
-    return [(s.start, s.end) for s in plan_segments(start, end, length)]
-
-
-def test_the_segment_plan() -> None:
-    assert spans(0, 3600, 300) == [(300.0 * k, 300.0 * k + 300) for k in range(12)]
-    assert spans(0, 420, 300) == [(0, 300), (300, 420)]
-    assert spans(0, 310, 300) == [(0, 300), (300, 310)]  # a 10 s tail is a segment
-    assert spans(0, 309.9, 300) == [(0, 309.9)]  # under 10 s it joins: one pass
-    assert spans(0, 300, 300) == [(0, 300)]
-    assert spans(35, 400, 120) == [(35, 155), (155, 275), (275, 400)]
-    assert spans(0, 1e-3, 60) == [(0, 1e-3)]
-    with pytest.raises(ValueError):
-        plan_segments(10, 10, 60)
-    assert plan_segments(0, 600, 300)[1].label(2) == "segment 2 of 2 (00:05:00-00:10:00, 300-600 s)"
-
-
-def test_clock_and_times_moved_to_the_whole_video() -> None:
-    assert clock(0) == "00:00:00" and clock(3725) == "01:02:05" and clock(61.5) == "00:01:01.5"
+def test_times_moved_to_the_whole_video() -> None:
     text = "00:00:10 - 00:00:25: a dog\nAt 1:05, then 12:30.5; 3 cats; 1:2:3:4; v1.2"
     assert shift_times(text, 600) == (
         "00:10:10 - 00:10:25: a dog\nAt 00:11:05, then 00:22:30.5; 3 cats; 1:2:3:4; v1.2"

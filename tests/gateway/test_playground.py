@@ -32,13 +32,14 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import FakeUpstream, video_question
 from media_factory import card_colours, make_clip, make_long_video
 from servers import (
-    FakeUpstream,
     create_key,
     free_port,
     gateway_on_stand_in,
     keys_command,
+    running_gateway,
     start_gateway,
     stop,
 )
@@ -100,7 +101,8 @@ def browser() -> Iterator[Any]:
         # without a click (a person clicks the player's play button).
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"],
+            args=["--no-sandbox", "--disable-dev-shm-usage",
+                  "--autoplay-policy=no-user-gesture-required"],
         )  # fmt: skip
         yield browser
         browser.close()
@@ -251,12 +253,8 @@ def real_gateway(
     engine: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("playground-real")
-    port = free_port()
-    proc = start_gateway(
-        engine[0], port, folder / "files", folder / "gateway.log", ["--decode-workers", "1"]
-    )
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    with running_gateway(engine[0], folder, ["--decode-workers", "1"]) as base:
+        yield base
 
 
 class _StandInEngine(FakeUpstream):
@@ -656,8 +654,7 @@ def test_errors_are_shown_in_words(
     page.tab.click("#ask-button")
     assert page.text("#ask-error") == "This task needs a question."
     page.ask("qa", "What happens?")
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "x"}]}]}  # fmt: skip
+    body = {"messages": video_question(url, "x")}
     expected = httpx.post(stand_in_gateway + "/v1/chat/completions", json=body, timeout=60)
     error = expected.json()["error"]
     assert error["code"] == "url_blocked_address"

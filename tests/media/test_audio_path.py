@@ -17,13 +17,8 @@ from media_factory import ffmpeg, make_clip
 
 from arc_media import audio
 from arc_media import ffmpeg as media_ffmpeg
-from arc_media.limits import (
-    MAX_AUDIO_SECONDS,
-    MAX_FRAMES,
-    SAMPLE_RATE,
-    MediaError,
-    MediaTimeoutError,
-)
+from arc_media.limits import MediaError, MediaTimeoutError
+from arc_media.model_inputs import MAX_AUDIO_SECONDS, MAX_FRAMES, SAMPLE_RATE
 from arc_media.probe import probe_video
 from vllm_plugin.features import whisper_features
 

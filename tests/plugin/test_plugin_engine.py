@@ -19,10 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import data_url
 from logprobs import distance, first_step
 from media_factory import ffmpeg
+from prepared_containers import bad_containers, good_members, jpeg, manifest, zip_of
 from servers import free_port, start_gateway, stop
-from test_plugin_inputs import bad_containers, good_members, jpeg, manifest, zip_of
 
 pytestmark = pytest.mark.engine
 
@@ -44,10 +45,6 @@ def soundtrack_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         paths[name] = folder / f"{name}.mp4"
         ffmpeg(*picture, "-f", "lavfi", "-i", source, *codec, "-shortest", str(paths[name]))
     return paths
-
-
-def data_url(data: bytes, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def chat_body(url: str, model: str, **extra: Any) -> dict[str, Any]:
@@ -254,8 +251,8 @@ def main():
     params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
 
     def first_step(frames, metadata):
-        out = llm.generate({"prompt_token_ids": ids, "multi_modal_data": {"video": (frames, metadata)}},
-                           params, use_tqdm=False)[0]
+        prompt = {"prompt_token_ids": ids, "multi_modal_data": {"video": (frames, metadata)}}
+        out = llm.generate(prompt, params, use_tqdm=False)[0]
         return {str(k): v.logprob for k, v in out.outputs[0].logprobs[0].items()}
 
     videos = {name: prepare_video(path) for name, path in (("tone", tone), ("noise", noise))}

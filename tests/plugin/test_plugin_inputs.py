@@ -6,12 +6,7 @@ that says what is wrong, before anything reaches the model."""
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import io
-import json
-import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import serve_folder
 from media_factory import ffmpeg
+from prepared_containers import bad_containers, good_members, manifest, zip_of
 
 from arc_media.pipeline import prepare_video
 from arc_media.prepared import encode as encode_prepared
@@ -96,15 +93,8 @@ def reference(media_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def file_server(media_dir: Path) -> Iterator[str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(media_dir))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_folder(media_dir) as url:
+        yield url
 
 
 def connector(media_dir: Path) -> Any:
@@ -373,133 +363,6 @@ def test_jpeg_frame_list_is_refused_with_a_hint(processor: Any) -> None:
 
 # ---------------------------------------------------------------------------------------
 # the gateway's container, read by the engine
-
-
-def zip_of(members: dict[str, bytes], *, deflated: tuple[str, ...] = ()) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in members.items():
-            method = zipfile.ZIP_DEFLATED if name in deflated else zipfile.ZIP_STORED
-            archive.writestr(zipfile.ZipInfo(name, (2025, 1, 1, 0, 0, 0)), data, method)
-    return out.getvalue()
-
-
-def manifest(**changes: Any) -> bytes:
-    base = {
-        "format": "arc-prepared",
-        "version": 1,
-        "duration": 2,
-        "num_frames": 2,
-        "frame_size": [640, 640],
-        "sample_rate": 16000,
-        "audio_samples": 32000,
-        "info": {},
-    }
-    return json.dumps({**base, **changes}).encode()
-
-
-def jpeg(size: int = 640, *, progressive: bool = False) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    image = Image.new("RGB", (size, size), (10, 120, 30))
-    image.save(out, "JPEG", quality=90, progressive=progressive)
-    return out.getvalue()
-
-
-def float_wav(samples: np.ndarray) -> bytes:
-    import soundfile
-
-    out = io.BytesIO()
-    soundfile.write(out, samples, 16000, format="WAV", subtype="FLOAT")
-    return out.getvalue()
-
-
-def flac(samples: int, *, chunk: int = 1 << 20) -> bytes:
-    import soundfile
-
-    out = io.BytesIO()
-    with soundfile.SoundFile(out, "w", 16000, 1, format="FLAC", subtype="PCM_16") as f:
-        for start in range(0, samples, chunk):
-            f.write(np.zeros(min(chunk, samples - start), np.float32))
-    return out.getvalue()
-
-
-def good_members() -> dict[str, bytes]:
-    return {
-        "arc-prepared.json": manifest(),
-        "frames/000.jpg": jpeg(),
-        "frames/001.jpg": jpeg(),
-        "audio.flac": flac(32000),
-    }
-
-
-def bad_containers() -> dict[str, tuple[bytes, str]]:
-    good = good_members()
-    hour = flac(16000 * 3600)  # ~100 kB of FLAC, 230 MB of float32 samples
-    return {
-        "zip bomb (a deflated member)": (
-            zip_of({**good, "frames/001.jpg": b"\0" * (200 << 20)}, deflated=("frames/001.jpg",)),
-            "compressed",
-        ),
-        "FLAC bomb, member over its bound": (
-            zip_of({**good, "audio.flac": hour}),
-            "over its bound",
-        ),
-        "FLAC bomb, manifest says 300 s": (
-            zip_of(
-                {**good, "arc-prepared.json": manifest(audio_samples=4_800_000), "audio.flac": hour}
-            ),
-            "more than 4800000",
-        ),
-        "FLAC shorter than the manifest": (
-            zip_of({**good, "audio.flac": flac(16000)}),
-            "16000 samples",
-        ),
-        "truncated": (zip_of(good)[:3000], "not a valid"),
-        "lying manifest: 64x64 frames": (
-            zip_of(
-                {
-                    **good,
-                    "arc-prepared.json": manifest(frame_size=[64, 64]),
-                    "frames/000.jpg": jpeg(64),
-                    "frames/001.jpg": jpeg(64),
-                }
-            ),
-            "640x640",
-        ),
-        "lying manifest: 640x640 but 64x64 JPEGs": (
-            zip_of({**good, "frames/000.jpg": jpeg(64)}),
-            "frame 0 is a 64x64",
-        ),
-        "zero frames": (
-            zip_of({**good, "arc-prepared.json": manifest(num_frames=0)}),
-            "num_frames",
-        ),
-        "151 frames": (
-            zip_of({**good, "arc-prepared.json": manifest(num_frames=151)}),
-            "num_frames",
-        ),
-        "a missing frame": (
-            zip_of({k: v for k, v in good.items() if k != "frames/001.jpg"}),
-            "members",
-        ),
-        "an extra member": (zip_of({**good, "extra.bin": b"x"}), "members"),
-        "not a zip": (
-            b"PK\x03\x04" + b"\0" * 26 + b"arc-prepared.json" + b"garbage" * 100,
-            "not a valid",
-        ),
-        "manifest not an object": (zip_of({**good, "arc-prepared.json": b"[1, 2]"}), "JSON object"),
-        "frame not a JPEG": (zip_of({**good, "frames/000.jpg": b"not a jpeg"}), "not a valid"),
-        "float WAV as audio (values past 1)": (
-            zip_of({**good, "audio.flac": float_wav(np.full(32000, 1e30, np.float32))}),
-            "16-bit FLAC",
-        ),
-        "progressive JPEG frame (scans without end)": (
-            zip_of({**good, "frames/000.jpg": jpeg(progressive=True)}),
-            "progressive",
-        ),
-    }
 
 
 def test_bad_containers_are_refused_before_memory_grows(processor: Any) -> None:

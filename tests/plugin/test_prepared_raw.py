@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -16,62 +15,20 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prepared_containers import SIZE, good_raw_members, raw_audio, raw_frames, raw_manifest, zip_of
 
 from arc_media import prepared
 from arc_media.prepared import PreparedMediaError
 
-COUNT, SIZE, SAMPLES = 2, 640, 32000
-
-
-def frames(count: int = COUNT) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 256, (count, SIZE, SIZE, 3), dtype=np.uint8)
-
-
-def audio(samples: int = SAMPLES) -> np.ndarray:
-    return np.sin(np.arange(samples, dtype=np.float32) / 10).astype(np.float32) * 0.5
-
-
-def manifest(**changes: Any) -> bytes:
-    base = {
-        "format": "arc-prepared",
-        "version": 1,
-        "encoding": "raw",
-        "duration": 2,
-        "num_frames": COUNT,
-        "frame_size": [SIZE, SIZE],
-        "sample_rate": 16000,
-        "audio_samples": SAMPLES,
-        "info": {},
-    }
-    return json.dumps({k: v for k, v in {**base, **changes}.items() if v is not None}).encode()
-
-
-def zip_of(members: dict[str, bytes], *, deflated: tuple[str, ...] = ()) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in members.items():
-            method = zipfile.ZIP_DEFLATED if name in deflated else zipfile.ZIP_STORED
-            archive.writestr(zipfile.ZipInfo(name, (2025, 1, 1, 0, 0, 0)), data, method)
-    return out.getvalue()
-
-
-def good_members() -> dict[str, bytes]:
-    return {
-        "arc-prepared.json": manifest(),
-        "frames.rgb": frames().tobytes(),
-        "audio.f32": audio().astype("<f4").tobytes(),
-    }
-
 
 def samples_with(value: float) -> bytes:
-    values = audio()
+    values = raw_audio()
     values[1234] = value
     return values.astype("<f4").tobytes()
 
 
 def bad_raw_containers() -> dict[str, tuple[bytes, str]]:
-    good = good_members()
+    good = good_raw_members()
     pixels = good["frames.rgb"]
     return {
         "frames one byte short": (zip_of({**good, "frames.rgb": pixels[:-1]}), "frames.rgb is"),
@@ -107,11 +64,11 @@ def bad_raw_containers() -> dict[str, tuple[bytes, str]]:
             "members",
         ),
         "raw members without the raw encoding": (
-            zip_of({**good, "arc-prepared.json": manifest(encoding=None)}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(encoding=None)}),
             "members",
         ),
         "an unknown encoding": (
-            zip_of({**good, "arc-prepared.json": manifest(encoding="h264")}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(encoding="h264")}),
             "unsupported encoding",
         ),
         "a deflated frames member (zip bomb)": (
@@ -123,27 +80,33 @@ def bad_raw_containers() -> dict[str, tuple[bytes, str]]:
             "compressed",
         ),
         "151 frames": (
-            zip_of({**good, "arc-prepared.json": manifest(num_frames=151)}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(num_frames=151)}),
             "num_frames",
         ),
         "zero frames": (
-            zip_of({**good, "arc-prepared.json": manifest(num_frames=0)}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(num_frames=0)}),
             "num_frames",
         ),
         "301 s of audio": (
-            zip_of({**good, "arc-prepared.json": manifest(audio_samples=301 * 16000)}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(audio_samples=301 * 16000)}),
             "audio_samples",
         ),
-        "duration 301": (zip_of({**good, "arc-prepared.json": manifest(duration=301)}), "duration"),
+        "duration 301": (
+            zip_of({**good, "arc-prepared.json": raw_manifest(duration=301)}),
+            "duration",
+        ),
         "a boolean frame count": (
-            zip_of({**good, "arc-prepared.json": manifest(num_frames=True)}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(num_frames=True)}),
             "num_frames",
         ),
         "64x64 frames": (
-            zip_of({**good, "arc-prepared.json": manifest(frame_size=[64, 64])}),
+            zip_of({**good, "arc-prepared.json": raw_manifest(frame_size=[64, 64])}),
             "640x640",
         ),
-        "48 kHz": (zip_of({**good, "arc-prepared.json": manifest(sample_rate=48000)}), "16000 Hz"),
+        "48 kHz": (
+            zip_of({**good, "arc-prepared.json": raw_manifest(sample_rate=48000)}),
+            "16000 Hz",
+        ),
         "truncated": (zip_of(good)[: 3 * SIZE * SIZE], "not a valid"),
         "a local header that overlaps the next member": (lying_offsets(), "past its room"),
     }
@@ -152,14 +115,14 @@ def bad_raw_containers() -> dict[str, tuple[bytes, str]]:
 def lying_offsets() -> bytes:
     """The frames' local header claims a longer extra field: its data would run into the
     audio member (zipfile's own reader would find a CRC error; the views check the room)."""
-    data = bytearray(zip_of(good_members()))
+    data = bytearray(zip_of(good_raw_members()))
     at = data.find(b"PK\x03\x04", 10)  # the frames member's local header
     data[at + 28 : at + 30] = (60000).to_bytes(2, "little")
     return bytes(data)
 
 
 def test_raw_round_trip_is_exact_and_copies_nothing() -> None:
-    pictures, samples = frames(3), audio(48000)
+    pictures, samples = raw_frames(3), raw_audio(48000)
     info = {"intervals": [[0, 1], [1, 2], [2, 3]], "frame_indices": [0, 30, 60]}
     data = prepared.encode(pictures, samples, 3, info, encoding="raw")
     assert prepared.is_prepared(data)
@@ -181,7 +144,7 @@ def test_raw_round_trip_is_exact_and_copies_nothing() -> None:
 
 
 def test_both_encodings_are_read_and_the_jpeg_form_is_unchanged() -> None:
-    pictures, samples = frames(), audio()
+    pictures, samples = raw_frames(), raw_audio()
     jpeg = prepared.decode(prepared.encode(pictures, samples, 2))
     plain = prepared.decode(prepared.encode(pictures, samples, 2, encoding="jpeg-flac"))
     assert np.array_equal(jpeg.frames, plain.frames) and jpeg.frames.flags.writeable
@@ -190,8 +153,8 @@ def test_both_encodings_are_read_and_the_jpeg_form_is_unchanged() -> None:
 
 
 def test_good_raw_container_by_hand_is_read() -> None:
-    media = prepared.decode(zip_of(good_members()))
-    assert np.array_equal(media.frames, frames()) and np.array_equal(media.audio, audio())
+    media = prepared.decode(zip_of(good_raw_members()))
+    assert np.array_equal(media.frames, raw_frames()) and np.array_equal(media.audio, raw_audio())
 
 
 @pytest.mark.parametrize("name", list(bad_raw_containers()))
@@ -225,5 +188,5 @@ def test_hostile_raw_containers_sent_to_arc_serve_are_4xx(engine: tuple[str, Pat
             reply = client.post("/v1/chat/completions", json=body(data))
             assert 400 <= reply.status_code < 500, (name, reply.status_code, reply.text[:300])
             assert client.get("/health").status_code == 200, f"{name} killed the engine"
-        reply = client.post("/v1/chat/completions", json=body(zip_of(good_members())))
+        reply = client.post("/v1/chat/completions", json=body(zip_of(good_raw_members())))
         assert reply.status_code == 200 and reply.json()["choices"], reply.text

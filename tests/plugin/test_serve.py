@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import data_url, serve_folder
 
 pytestmark = pytest.mark.engine
 
@@ -17,10 +18,6 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def server(engine):
     return engine
-
-
-def data_url(path: Path, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def video_message(url: str, text: str) -> list[dict]:
@@ -173,9 +170,6 @@ def test_second_video_and_system_prompt_are_400(server, media_dir: Path) -> None
 
 def test_file_and_http_urls(server, engine_media: Path, media_dir: Path) -> None:
     """A local file (inside --allowed-local-media-path) and an http URL on loopback."""
-    import functools
-    import http.server
-    import threading
 
     base, _ = server
     file_url = (engine_media / "syn_short.mp4").as_uri()
@@ -195,18 +189,12 @@ def test_file_and_http_urls(server, engine_media: Path, media_dir: Path) -> None
     )
     assert 400 <= outside.status_code < 500, outside.text
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/syn_noaudio_8s.mp4"
+    with serve_folder(media_dir) as files:
+        url = files + "/syn_noaudio_8s.mp4"
         reply = client(base).chat.completions.create(
             model="arc-tiny", messages=video_message(url, "Hi"), max_tokens=2
         )
         assert reply.usage.prompt_tokens > 8 * 114
-    finally:
-        httpd.shutdown()
 
 
 def test_audio_item_is_400(server, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """`arc-tiny-checkpoint`: files, schema, tokenizer and tensors (no engine).
 
-The checkpoint must look like the published one (docs/model.md: #configuration, #tokenizer-and-special-tokens, #checkpoint-tensors) while
-covering tiny-a's blind spots (docs/model.md#tiny-checkpoints): 2 KV heads, a tied head, other special ids.
+The checkpoint must look like the published one (docs/model.md: #configuration,
+#tokenizer-and-special-tokens, #checkpoint-tensors) while covering tiny-a's blind spots
+(docs/model.md#tiny-checkpoints): 2 KV heads, a tied head, other special ids.
 """
 
 from __future__ import annotations

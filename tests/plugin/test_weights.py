@@ -1,8 +1,10 @@
-"""Weight names, shapes and load-time transforms (docs/model.md: #attention-and-the-interleaved-qkv, #mlp, #lm-head, #checkpoint-tensors).
+"""Weight names, shapes and load-time transforms (docs/model.md: #attention-and-the-interleaved-qkv,
+#mlp, #lm-head, #checkpoint-tensors).
 
 No engine is started, but the model is built from vLLM's real parallel layers:
-- the published 7B (config written from docs/model.md#configuration) on the meta device, at TP 1 and a faked
-  TP 2 (both ranks), fed meta tensors with every docs/model.md#checkpoint-tensors name and shape;
+- the published 7B (config written from docs/model.md#configuration) on the meta device, at
+  TP 1 and a faked TP 2 (both ranks), fed meta tensors with every
+  docs/model.md#checkpoint-tensors name and shape;
 - a tiny checkpoint from `arc-tiny-checkpoint` on the CPU with real tensors, for the
   loader's error paths and the values that land in each TP shard.
 """
@@ -25,7 +27,8 @@ import torch
 
 
 def published_config() -> dict[str, Any]:
-    """ARC-Hunyuan-Video-7B config.json from the docs/model.md#configuration tables (tied head, docs/model.md#lm-head)."""
+    """ARC-Hunyuan-Video-7B config.json from the docs/model.md#configuration tables (tied head,
+    docs/model.md#lm-head)."""
     return {
         "architectures": ["ARCHunyuanVideoForConditionalGeneration"],
         "model_type": "arc_hunyuan_video",
@@ -107,7 +110,8 @@ def published_config() -> dict[str, Any]:
 
 
 def spec_tensor_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint tensor of docs/model.md#checkpoint-tensors (name -> shape) for a config.json dict."""
+    """Every checkpoint tensor of docs/model.md#checkpoint-tensors (name -> shape) for a config.json
+    dict."""
     t, v, a = config["text_config"], config["vision_config"], config["audio_config"]
     ht, it, dh = t["hidden_size"], t["intermediate_size"], t["attention_head_dim"]
     qkv_rows = (t["num_attention_heads"] + 2 * t["num_key_value_heads"]) * dh
@@ -414,7 +418,8 @@ def test_published_names_map_to_sharded_params(published_dir: Path, tp: int, ran
 
 
 def test_published_parameter_count(published_dir: Path) -> None:
-    """8.64 B parameters with the tied head (docs/model.md#checkpoint-tensors), counted on the TP-1 model."""
+    """8.64 B parameters with the tied head (docs/model.md#checkpoint-tensors), counted on the TP-1
+    model."""
     model = build_model(published_dir)
     total = sum(p.numel() for p in model.parameters())
     assert abs(total / 1e9 - 8.64) < 0.01, total

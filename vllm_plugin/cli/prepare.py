@@ -24,7 +24,8 @@ def log(message: str) -> None:
 
 
 def summary_prompt(num_frames: int) -> str:
-    """The golden `prompt_summary`: Path A text before the BOS id (docs/model.md#prompts-and-generation)."""
+    """The golden `prompt_summary`: Path A text before the BOS id
+    (docs/model.md#prompts-and-generation)."""
     from ..prompts import user_text
 
     return "<image>" * num_frames + user_text(None, "summary") + "<sep>"

@@ -1,4 +1,4 @@
-"""Review of the shared forward mode: what a stored file's cache holds across a change of
+"""Stored files in the shared forward mode: what a stored file's cache holds across a change of
 forward mode, and what the gateway's event loop does while a stored file is forwarded to
 a folder on another filesystem (the compose layout: the file store on a volume, the
 forward folder on a tmpfs). Real gateways on loopback, a recording stand-in for vLLM."""
@@ -6,7 +6,6 @@ forward folder on a tmpfs). Real gateways on loopback, a recording stand-in for 
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import json
 import threading
@@ -19,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import FakeUpstream, free_port, start_gateway, stop, upload_video
+from helpers import FakeUpstream, serve, uploaded
+from servers import free_port, start_gateway, stop
 
 SHM = Path("/dev/shm")
 
@@ -31,9 +31,7 @@ class Recorder(FakeUpstream):
     seen: list[dict[str, Any]]
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        content = body["messages"][0]["content"]
-        url = next(p["video_url"]["url"] for p in content if p["type"] == "video_url")
+        url = self.video_url(self.read_json())
         record: dict[str, Any] = {"url": url[:64]}
         if url.startswith("file://"):
             container: Any = Path(urllib.parse.urlparse(url).path)
@@ -53,16 +51,8 @@ class Recorder(FakeUpstream):
 def upstream() -> Iterator[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     handler = type("Handler", (Recorder,), {"seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield {"url": f"http://127.0.0.1:{httpd.server_address[1]}", "seen": seen}
-    httpd.shutdown()
-
-
-def upload(base: str, path: Path) -> str:
-    reply = upload_video(base, path)
-    assert reply.status_code == 200, reply.text
-    return reply.json()["id"]
+    with serve(handler) as url:
+        yield {"url": url, "seen": seen}
 
 
 def ask(base: str, video: str, **kwargs: Any) -> httpx.Response:
@@ -83,7 +73,7 @@ def test_a_file_stored_in_container_mode_is_forwarded_raw_in_shared_mode(
     base = f"http://127.0.0.1:{port}"
     proc = start_gateway(upstream["url"], port, files, tmp_path / "container.log")
     try:
-        file_id = upload(base, media_dir / "syn_short.mp4")
+        file_id = uploaded(base, media_dir / "syn_short.mp4")
     finally:
         stop(proc)
     extra = ["--forward-mode", "shared", "--forward-dir", str(forward)]
@@ -122,7 +112,7 @@ def test_forwarding_a_stored_file_across_filesystems_does_not_stall_the_event_lo
     extra = ["--forward-mode", "shared", "--forward-dir", str(forward)]
     proc = start_gateway(upstream["url"], port, files, tmp_path / "gateway.log", extra)
     try:
-        file_id = upload(base, media_dir / "syn_short.mp4")
+        file_id = uploaded(base, media_dir / "syn_short.mp4")
         # Stand in for a 150-frame raw container (three times over: a stall well above
         # the noise of a loaded machine): the gateway only links or copies it.
         stored = files / file_id / "prepared-full.arcz"
