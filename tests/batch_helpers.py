@@ -4,7 +4,6 @@ output line shows which request it answers) and fails on cue, batch files, polli
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import threading
 import time
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
-from servers import FakeUpstream
+from helpers import FakeUpstream, serve
 
 
 @dataclass
@@ -28,9 +27,10 @@ class Echo:
 
 class _EchoHandler(FakeUpstream):
     protocol_version = "HTTP/1.1"
+    echo: Echo
 
     def do_POST(self) -> None:
-        echo: Echo = self.server.echo  # type: ignore[attr-defined]
+        echo = self.echo
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         content = payload["messages"][0]["content"]
         text = (
@@ -53,16 +53,10 @@ class _EchoHandler(FakeUpstream):
 
 @contextlib.contextmanager
 def echo_engine(delay_s: float = 0.0) -> Iterator[tuple[str, Echo]]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    server.daemon_threads = True
     echo = Echo(delay_s)
-    server.echo = echo  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", echo
-    finally:
-        server.shutdown()
-        server.server_close()
+    handler = type("EchoHandler", (_EchoHandler,), {"echo": echo})
+    with serve(handler) as url:
+        yield url, echo
 
 
 def chat_line(custom_id: str, question: str | None = None, **body: object) -> dict:

@@ -45,28 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--lines", type=int, default=300,
-                        help="lines of each batch (the videos in turn)")  # fmt: skip
-    parser.add_argument("--concurrency", type=_levels, default="1,2,4,8",
-                        help="the load client's levels (clients sending back to back)")  # fmt: skip
-    parser.add_argument("--requests", type=int, default=32,
-                        help="the load client's requests per level")  # fmt: skip
-    parser.add_argument("--interactive", type=int, default=24,
-                        help="interactive requests at concurrency 1, idle and beside a batch")  # fmt: skip
-    parser.add_argument("--max-tokens", type=int, default=16,
-                        help="tokens every request generates (ignore_eos)")  # fmt: skip
+    parser.add_argument(
+        "--lines", type=int, default=300, help="lines of each batch (the videos in turn)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_levels,
+        default="1,2,4,8",
+        help="the load client's levels (clients sending back to back)",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=32, help="the load client's requests per level"
+    )
+    parser.add_argument(
+        "--interactive",
+        type=int,
+        default=24,
+        help="interactive requests at concurrency 1, idle and beside a batch",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=16, help="tokens every request generates (ignore_eos)"
+    )
     parser.add_argument("--question", default="What is happening in the video?")
     parser.add_argument("--task", default="qa", help="chat_template_kwargs.task")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="unmeasured requests before anything is measured")  # fmt: skip
-    parser.add_argument("--videos", nargs="+", type=Path,
-                        help=f"video files or folders (default {DEFAULT_MEDIA})")  # fmt: skip
-    parser.add_argument("--max-video-s", type=float, default=30.0,
-                        help="skip longer videos (0: none skipped)")  # fmt: skip
-    parser.add_argument("--poll-s", type=float, default=0.25,
-                        help="how often the batch is polled (its end is seen within this)")  # fmt: skip
-    parser.add_argument("--checkpoint", default="tiny",
-                        help="model folder for arc-serve, or tiny (random weights)")  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="unmeasured requests before anything is measured"
+    )
+    parser.add_argument(
+        "--videos", nargs="+", type=Path, help=f"video files or folders (default {DEFAULT_MEDIA})"
+    )
+    parser.add_argument(
+        "--max-video-s", type=float, default=30.0, help="skip longer videos (0: none skipped)"
+    )
+    parser.add_argument(
+        "--poll-s",
+        type=float,
+        default=0.25,
+        help="how often the batch is polled (its end is seen within this)",
+    )
+    parser.add_argument(
+        "--checkpoint", default="tiny", help="model folder for arc-serve, or tiny (random weights)"
+    )
     parser.add_argument(
         "--engine-args",
         help="arc-serve options, one shell-quoted string; default on CPU "
@@ -74,20 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(caches off: every request does the full work); arc-serve adds "
         "--scheduling-policy priority itself",
     )
-    parser.add_argument("--gateway-args", default="",
-                        help="arc-gateway options, e.g. '--batch-concurrency 8'")  # fmt: skip
+    parser.add_argument(
+        "--gateway-args", default="", help="arc-gateway options, e.g. '--batch-concurrency 8'"
+    )
     parser.add_argument("--forward-mode", choices=("container", "shared"), default="container")
-    parser.add_argument("--gateway-url",
-                        help="a running gateway (loopback) instead of the stack this starts")  # fmt: skip
-    parser.add_argument("--api-key", default=os.environ.get("ARC_BENCH_API_KEY"),
-                        help="for --gateway-url (env ARC_BENCH_API_KEY)")  # fmt: skip
+    parser.add_argument(
+        "--gateway-url", help="a running gateway (loopback) instead of the stack this starts"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("ARC_BENCH_API_KEY"),
+        help="for --gateway-url (env ARC_BENCH_API_KEY)",
+    )
     parser.add_argument("--startup-timeout-s", type=float, default=300.0)
     parser.add_argument("--request-timeout-s", type=float, default=300.0)
-    parser.add_argument("--batch-timeout-s", type=float, default=1800.0,
-                        help="longest wait for one batch to end")  # fmt: skip
+    parser.add_argument(
+        "--batch-timeout-s", type=float, default=1800.0, help="longest wait for one batch to end"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))  # fmt: skip
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()),
+    )
     return parser
 
 

@@ -175,28 +175,31 @@ def markdown(report: dict) -> str:
             f"{_met('batch_vs_best_load', r['batch_vs_best_load'])} | ≥ 0.9x |"
         ),
         (
-            f"| batch lines/s ÷ the load client at c = {r['best_load_concurrency']} with as many "
-            f"requests as lines, right after | {_met('batch_vs_best_load', r['batch_vs_matched_load'])} "
-            "| ≥ 0.9x |"
+            f"| batch lines/s ÷ the load client at c = {r['best_load_concurrency']} "
+            "with as many requests as lines, right after | "
+            f"{_met('batch_vs_best_load', r['batch_vs_matched_load'])} | ≥ 0.9x |"
         ),
         (
             "| interactive e2e p50 at c = 1 beside a batch ÷ idle | "
-            f"{_met('interactive_p50_beside_vs_idle', r['interactive_p50_beside_vs_idle'])} | ≤ 1.3x |"
+            f"{_met('interactive_p50_beside_vs_idle', r['interactive_p50_beside_vs_idle'])} "
+            "| ≤ 1.3x |"
         ),
         "",
         (
             f"Batch {_f(r['batch_lines_per_s'])} lines/s, load client at best "
-            f"{_f(r['best_load_req_per_s'])} requests/s; interactive p50 {_f(r['interactive_p50_idle_s'])} s "
-            f"idle, {_f(r['interactive_p50_beside_s'])} s beside a batch."
+            f"{_f(r['best_load_req_per_s'])} requests/s; interactive p50 "
+            f"{_f(r['interactive_p50_idle_s'])} s idle, "
+            f"{_f(r['interactive_p50_beside_s'])} s beside a batch."
         ),
         "",
         "## Throughput",
         "",
         (
-            "Load client: `--requests` streaming chats about the stored files per level, that many "
-            "clients sending back to back (benchmarks/load/client.py, path gateway-second-question). "
-            "Batch: the same request bodies as JSONL lines (no stream), timed from its create request "
-            "until a poll (every `--poll-s`) sees it ended; its output file read back."
+            "Load client: `--requests` streaming chats about the stored files per level, "
+            "that many clients sending back to back (benchmarks/load/client.py, path "
+            "gateway-second-question). Batch: the same request bodies as JSONL lines (no "
+            "stream), timed from its create request until a poll (every `--poll-s`) sees it "
+            "ended; its output file read back."
         ),
         "",
         "| what | concurrency | ok / sent | seconds | per second | e2e p50 (s) | e2e p95 (s) |",

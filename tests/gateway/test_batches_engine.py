@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from batch_helpers import chat_line, jsonl
+from helpers import upload_video
 from media_factory import make_clip
 from openai import OpenAI
-from servers import free_port, start_gateway, stop, upload_video
+from servers import free_port, start_gateway, stop
 
 
 @pytest.fixture(scope="module")
