@@ -308,6 +308,21 @@ class Settings:
             "the engine's priority) whatever this is"
         },
     )
+    batch_yield_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "while interactive chat requests are in flight on this gateway, and for "
+            "this long after the last one ended, batch lines start only up to "
+            "--batch-busy-concurrency at once (lines already running finish); 0: never yield"
+        },
+    )
+    batch_busy_concurrency: int = field(
+        default=1,
+        metadata={
+            "help": "batch lines started at once beside interactive traffic (see "
+            "--batch-yield-s); 0: the batch waits until interactive traffic pauses"
+        },
+    )
     batch_retries: int = field(
         default=3,
         metadata={
@@ -356,8 +371,11 @@ class Settings:
             raise ValueError("segments_in_flight must be at least 1")
         if self.integrator_url and not self.integrator_model:
             raise ValueError("integrator_url needs integrator_model (the model to ask there)")
-        if self.batch_concurrency < 0 or self.batch_retries < 0:
-            raise ValueError("batch_concurrency and batch_retries must be 0 or more")
+        for name in ("batch_concurrency", "batch_retries", "batch_busy_concurrency"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
+        if self.batch_yield_s < 0:
+            raise ValueError("batch_yield_s must be 0 or more")
         for name in ("batch_max_lines", "batch_max_line_mb", "batch_max_file_mb", "batch_lease_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

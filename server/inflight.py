@@ -9,6 +9,7 @@ streamed answer when its stream ends or is abandoned (even before its first chun
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from types import TracebackType
@@ -26,6 +27,11 @@ class InFlight:
         self.limit = limit
         self.gauge = gauge
         self.count = 0
+        self.left_at = 0.0  # time.monotonic() when the last request left
+
+    def busy_within(self, seconds: float) -> bool:
+        """Requests in flight now, or one ended less than `seconds` ago."""
+        return self.count > 0 or time.monotonic() - self.left_at < seconds
 
     def admit(self) -> Admission:
         if self.count >= self.limit:
@@ -42,6 +48,7 @@ class InFlight:
 
     def _leave(self) -> None:
         self.count -= 1
+        self.left_at = time.monotonic()
         self.gauge.set(self.count)
 
 

@@ -160,6 +160,11 @@ class Metrics:
             "Batch lines waiting to run, in every batch in progress (all replicas)",
             registry=r,
         )
+        self.batch_yielding = Gauge(
+            "arc_gateway_batch_yielding",
+            "1 while batch lines start fewer at once beside interactive traffic (--batch-yield-s)",
+            registry=r,
+        )
         self.batch_lines_per_second = Gauge(
             "arc_gateway_batch_lines_per_second",
             "Batch lines this gateway finished per second, over the last minute",

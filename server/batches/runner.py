@@ -156,7 +156,7 @@ class BatchRunner:
             ):
                 await self._finalize(batch, o.EXPIRED)
         else:
-            free = self.slots - len(self._lines)
+            free = self._slots_now() - len(self._lines)
             if free > 0:
                 claimed = await self.db.run(store.claim_lines, batch.id, self.holder, lease, free)
                 for line, custom_id, body, claim in claimed:
@@ -173,6 +173,13 @@ class BatchRunner:
                 )
             ):
                 await self._finalize(batch, o.COMPLETED)
+
+    def _slots_now(self) -> int:
+        """Lines that may run now: fewer beside interactive traffic (`--batch-yield-s`)."""
+        s = self.settings
+        yielding = s.batch_yield_s > 0 and self.gateway.inflight.busy_within(s.batch_yield_s)
+        self.metrics.batch_yielding.set(int(yielding))
+        return min(self.slots, s.batch_busy_concurrency) if yielding else self.slots
 
     async def _validate(self, batch: Batch) -> None:
         gateway = self.gateway

@@ -238,6 +238,41 @@ def test_cancel_stops_new_lines_and_keeps_the_finished(tmp_path: Path) -> None:
             stop(proc)
 
 
+def test_a_batch_waits_while_interactive_requests_come_back_to_back(tmp_path: Path) -> None:
+    """--batch-busy-concurrency 0: no line starts while interactive requests are in flight
+    or ended under --batch-yield-s ago; the batch runs once they pause."""
+    with echo_engine(delay_s=0.2) as (upstream, echo):
+        port = free_port()
+        extra = [*FAST, "--batch-concurrency", "4", "--batch-busy-concurrency", "0",
+                 "--batch-yield-s", "1.5"]  # fmt: skip
+        proc = start_gateway(upstream, port, tmp_path / "files", tmp_path / "gw.log", extra)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            file_id = upload_batch(base, jsonl([chat_line(f"l{k}") for k in range(6)])).json()
+
+            def ask(k: int) -> None:
+                chat = httpx.post(
+                    base + "/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": f"live {k}"}]},
+                    timeout=30,
+                )
+                assert chat.status_code == 200, chat.text
+
+            ask(0)
+            batch_id = create_batch(base, file_id["id"])["id"]
+            for k in range(1, 10):  # about 2 s of back-to-back interactive requests
+                ask(k)
+                metrics = httpx.get(base + "/metrics", timeout=30).text
+                assert "arc_gateway_batch_yielding 1.0" in metrics
+            batch = wait_batch(base, batch_id, seconds=60)
+            assert batch["status"] == "completed", batch
+            assert batch["request_counts"]["completed"] == 6
+            live = [k for k, text in enumerate(echo.seen) if text.startswith("live")]
+            assert live == list(range(10)), echo.seen  # every batch line after the live ones
+        finally:
+            stop(proc)
+
+
 def test_a_batch_past_its_window_expires_with_what_finished(tmp_path: Path) -> None:
     with echo_engine(delay_s=0.4) as (upstream, _):
         port = free_port()
