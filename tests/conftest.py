@@ -100,6 +100,14 @@ def postgres() -> Iterator[object]:
     remove(server)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database URL, once per store: SQLite in a file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture(scope="session")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7-minute synthetic video (a colour card and a tone per minute, 160x90, 2 fps), made

@@ -76,44 +76,27 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _client_row(what: str, concurrency: int, s: dict) -> dict:
+    """A CSV row of one client's run (a level of the load client, the interactive requests)."""
+    return {
+        "what": what, "concurrency": concurrency,
+        "requests": s["requests_sent"], "ok": s["completed"],
+        "seconds": round(s["duration_s"], 3),
+        "per_s": round(s["request_throughput"], 4),
+        "e2e_p50_s": _p50(s), "e2e_p95_s": (s["e2e_s"] or {}).get("p95"),
+        "ttft_p50_s": _p50(s, "ttft_s"),
+    }  # fmt: skip
+
+
 def rows(report: dict) -> list[dict]:
     """One CSV row per measurement."""
-    found = []
-    for s in report["load"]:
-        found.append(
-            {
-                "what": "load client", "concurrency": s["concurrency"],
-                "requests": s["requests_sent"], "ok": s["completed"],
-                "seconds": round(s["duration_s"], 3),
-                "per_s": round(s["request_throughput"], 4),
-                "e2e_p50_s": _p50(s), "e2e_p95_s": (s["e2e_s"] or {}).get("p95"),
-                "ttft_p50_s": _p50(s, "ttft_s"),
-            }
-        )  # fmt: skip
+    found = [_client_row("load client", s["concurrency"], s) for s in report["load"]]
     matched = report.get("load_matched")
     if matched:
-        found.append(
-            {
-                "what": "load client, as many requests as lines",
-                "concurrency": matched["concurrency"],
-                "requests": matched["requests_sent"], "ok": matched["completed"],
-                "seconds": round(matched["duration_s"], 3),
-                "per_s": round(matched["request_throughput"], 4),
-                "e2e_p50_s": _p50(matched), "e2e_p95_s": (matched["e2e_s"] or {}).get("p95"),
-                "ttft_p50_s": _p50(matched, "ttft_s"),
-            }
-        )  # fmt: skip
+        what = "load client, as many requests as lines"
+        found.append(_client_row(what, matched["concurrency"], matched))
     for name, s in report["interactive"].items():
-        found.append(
-            {
-                "what": f"interactive {name}", "concurrency": 1,
-                "requests": s["requests_sent"], "ok": s["completed"],
-                "seconds": round(s["duration_s"], 3),
-                "per_s": round(s["request_throughput"], 4),
-                "e2e_p50_s": _p50(s), "e2e_p95_s": (s["e2e_s"] or {}).get("p95"),
-                "ttft_p50_s": _p50(s, "ttft_s"),
-            }
-        )  # fmt: skip
+        found.append(_client_row(f"interactive {name}", 1, s))
     for name, run in report["batches"].items():
         found.append(
             {

@@ -29,15 +29,14 @@ BATCH_PURPOSES = ("batch", OUTPUT_PURPOSE)
 
 
 def _file_object(stored: StoredFile) -> FileObject:
-    if stored.purpose in BATCH_PURPOSES:
-        return FileObject(
-            id=stored.id,
-            bytes=stored.bytes,
-            created_at=stored.created_at,
-            expires_at=stored.expires_at,
-            filename=stored.filename,
-            purpose=stored.purpose,
-        )
+    video = None
+    if stored.purpose not in BATCH_PURPOSES:  # a batch's JSONL files have no video
+        video = {
+            k: stored.video.get(k)
+            for k in ("frames", "duration", "has_audio", "video_duration_s", "width", "height")
+            # a long video: the segments its questions are asked in (video.segments auto)
+            + (("segments",) if "segments" in stored.video else ())
+        }
     return FileObject(
         id=stored.id,
         bytes=stored.bytes,
@@ -45,12 +44,7 @@ def _file_object(stored: StoredFile) -> FileObject:
         expires_at=stored.expires_at,
         filename=stored.filename,
         purpose=stored.purpose,
-        video={
-            k: stored.video.get(k)
-            for k in ("frames", "duration", "has_audio", "video_duration_s", "width", "height")
-            # a long video: the segments its questions are asked in (video.segments auto)
-            + (("segments",) if "segments" in stored.video else ())
-        },
+        video=video,
     )
 
 

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import pytest
 from batch_helpers import (
     chat_line,
     create_batch,
@@ -24,30 +23,10 @@ from batch_helpers import (
 )
 from servers import free_port, start_gateway, stop
 
-from server.db import Base, Database
+from server.db import Database
 
 LINES = 16
 QUICK = ["--batch-lease-s", "2", "--batch-retry-backoff-s", "0.1", "--decode-workers", "1"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("postgres").new_database()
-
-
-def test_the_migrated_schema_holds_the_batch_tables(database: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    db = Database(database)
-    db.migrate()
-    with db.engine.connect() as connection:
-        assert not compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        tables = set(db.engine.dialect.get_table_names(connection))
-    assert {"batches", "batch_lines"} <= tables
-    db.close()
 
 
 def test_a_line_run_twice_is_written_once(database: str) -> None:
