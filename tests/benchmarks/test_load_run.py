@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,16 @@ def test_a_sweep_measures_every_path_at_every_level_and_reports_it(tmp_path: Pat
     assert all(f"![{name}]({name})" in markdown for name in plots)
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test, which asyncio.run replaces only when it is
+    the one in place (a test run may leave another behind)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_an_interrupted_sweep_keeps_what_it_measured(tmp_path: Path) -> None:
     args, argv = arguments(tmp_path)
     state = state_for(args)
