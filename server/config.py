@@ -317,10 +317,17 @@ class Settings:
         },
     )
     batch_busy_concurrency: int = field(
-        default=1,
+        default=0,
         metadata={
-            "help": "batch lines started at once beside interactive traffic (see "
-            "--batch-yield-s); 0: the batch waits until interactive traffic pauses"
+            "help": "batch lines run at once beside interactive traffic (see --batch-yield-s); "
+            "0 (default): none, the batch waits for a pause (or --batch-max-yield-s)"
+        },
+    )
+    batch_max_yield_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "longest the batch waits for interactive traffic to pause: after it, one "
+            "line at a time runs beside the traffic, so steady traffic never starves a batch"
         },
     )
     batch_retries: int = field(
@@ -374,8 +381,8 @@ class Settings:
         for name in ("batch_concurrency", "batch_retries", "batch_busy_concurrency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")
-        if self.batch_yield_s < 0:
-            raise ValueError("batch_yield_s must be 0 or more")
+        if self.batch_yield_s < 0 or self.batch_max_yield_s < 0:
+            raise ValueError("batch_yield_s and batch_max_yield_s must be 0 or more")
         for name in ("batch_max_lines", "batch_max_line_mb", "batch_max_file_mb", "batch_lease_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

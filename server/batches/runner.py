@@ -77,6 +77,7 @@ class BatchRunner:
         self._renewed = 0.0
         self._counted = 0.0
         self._finished: deque[float] = deque()  # when lines finished here (lines per second)
+        self._yielding_since: float | None = None  # time.monotonic(): interactive traffic seen
 
     # -- start, stop, wake -----------------------------------------------------------------
 
@@ -175,11 +176,21 @@ class BatchRunner:
                 await self._finalize(batch, o.COMPLETED)
 
     def _slots_now(self) -> int:
-        """Lines that may run now: fewer beside interactive traffic (`--batch-yield-s`)."""
+        """Lines that may run now: fewer beside interactive traffic (`--batch-yield-s`),
+        and never none for longer than `--batch-max-yield-s`."""
         s = self.settings
         yielding = s.batch_yield_s > 0 and self.gateway.inflight.busy_within(s.batch_yield_s)
         self.metrics.batch_yielding.set(int(yielding))
-        return min(self.slots, s.batch_busy_concurrency) if yielding else self.slots
+        if not yielding:
+            self._yielding_since = None
+            return self.slots
+        now = time.monotonic()
+        if self._yielding_since is None:
+            self._yielding_since = now
+        allowed = s.batch_busy_concurrency
+        if now - self._yielding_since >= s.batch_max_yield_s:
+            allowed = max(allowed, 1)
+        return min(self.slots, allowed)
 
     async def _validate(self, batch: Batch) -> None:
         gateway = self.gateway

@@ -19,6 +19,7 @@ from batch_helpers import (
     create_batch,
     echo_engine,
     file_lines,
+    get_batch,
     jsonl,
     upload_batch,
     wait_batch,
@@ -269,6 +270,31 @@ def test_a_batch_waits_while_interactive_requests_come_back_to_back(tmp_path: Pa
             assert batch["request_counts"]["completed"] == 6
             live = [k for k, text in enumerate(echo.seen) if text.startswith("live")]
             assert live == list(range(10)), echo.seen  # every batch line after the live ones
+        finally:
+            stop(proc)
+
+
+def test_steady_interactive_traffic_does_not_starve_a_batch(tmp_path: Path) -> None:
+    """After --batch-max-yield-s of interactive traffic without a pause, one line at a
+    time runs beside it."""
+    with echo_engine(delay_s=0.2) as (upstream, echo):
+        port = free_port()
+        extra = [*FAST, "--batch-concurrency", "4", "--batch-max-yield-s", "1"]
+        proc = start_gateway(upstream, port, tmp_path / "files", tmp_path / "gw.log", extra)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            file_id = upload_batch(base, jsonl([chat_line(f"l{k}") for k in range(3)])).json()
+            live = {"messages": [{"role": "user", "content": "live"}]}
+            assert httpx.post(base + "/v1/chat/completions", json=live, timeout=30).is_success
+            batch_id = create_batch(base, file_id["id"])["id"]
+            deadline = time.monotonic() + 30
+            while get_batch(base, batch_id)["request_counts"]["completed"] < 3:
+                assert time.monotonic() < deadline, "the batch starved"
+                chat = httpx.post(base + "/v1/chat/completions", json=live, timeout=30)
+                assert chat.status_code == 200, chat.text
+            # the batch finished beside the traffic, but waited its first second out
+            first_line = next(k for k, text in enumerate(echo.seen) if text != "live")
+            assert first_line >= 4, echo.seen
         finally:
             stop(proc)
 
