@@ -343,6 +343,13 @@ def summary(batch: dict) -> list[str]:
         lines.append(
             f"  ran {_duration(seconds)}{per_s} (created {_when(batch['created_at'])} UTC)"
         )
+    usage = batch.get("usage") or {}
+    if usage.get("total_tokens"):
+        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+        lines.append(
+            f"  tokens: {usage.get('input_tokens', 0)} in ({cached} from the prefix cache), "
+            f"{usage.get('output_tokens', 0)} out"
+        )
     for key in ("output_file_id", "error_file_id"):
         if batch.get(key):
             lines.append(f"  {key}: {batch[key]}")

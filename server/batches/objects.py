@@ -61,5 +61,12 @@ def batch_object(row: Batch) -> dict[str, Any]:
         "expires_at": _seconds(row.expires_at),
         **{name: _seconds(getattr(row, name)) for name in _TIMES},
         "request_counts": {"total": row.total, "completed": row.completed, "failed": row.failed},
+        "usage": {
+            "input_tokens": row.input_tokens,
+            "input_tokens_details": {"cached_tokens": row.cached_tokens},
+            "output_tokens": row.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": row.input_tokens + row.output_tokens,
+        },
         "metadata": row.meta,
     }

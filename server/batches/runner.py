@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ log = logging.getLogger("arc.gateway")
 TICK_S = 0.5
 COUNT_EVERY_S = 5.0  # the queued-lines gauge (a count over every batch in progress)
 MAX_PACE_S = 30.0
+RESULTS_PAGE = 1000  # line rows read at once when a batch's files are written
 # Codes of a failure worth trying again: the engine may answer later. Anything else is
 # the request's own answer (a 429 is waited out, not retried: `_answer`).
 RETRIABLE_STATUS = (500, 502, 503, 504)
@@ -224,9 +226,13 @@ class BatchRunner:
     async def _finalize(self, batch: Batch, status: str) -> None:
         if status != o.COMPLETED:
             await self.db.run(store.drop_unfinished, batch.id, self.holder)
-        rows = await self.db.run(lambda s: list(store.results(s, batch.id)))
         output_id, error_id = await asyncio.to_thread(
-            output.write_files, self.gateway.store, batch.id, batch.owner, rows, status
+            output.write_files,
+            self.gateway.store,
+            batch.id,
+            batch.owner,
+            self._result_pages(batch.id),
+            status,
         )
         closed = await self.db.run(store.close, batch.id, self.holder, status, output_id, error_id)
         if not closed:  # another replica took it over (this one was too slow): its files stand
@@ -234,7 +240,14 @@ class BatchRunner:
                 if file_id is not None:
                     await asyncio.to_thread(self.gateway.store.delete, file_id)
             return
-        log.info(json.dumps({"event": "batch_" + status, "batch_id": batch.id, "lines": len(rows)}))
+        log.info(json.dumps({"event": "batch_" + status, "batch_id": batch.id}))
+
+    def _result_pages(self, batch_id: str) -> Iterator[Sequence[output.Row]]:
+        """The batch's line rows a page at a time (read in the finalizing thread)."""
+        after = -1
+        while page := self.db.call(store.results, batch_id, after, RESULTS_PAGE):
+            yield page
+            after = page[-1][0]
 
     # -- one line ----------------------------------------------------------------------------
 

@@ -233,10 +233,26 @@ def finish_line(
         return False
     response = result.get("response") or {}
     counter = "completed" if response.get("status_code") == 200 else "failed"
-    session.execute(
-        update(Batch).where(Batch.id == batch_id).values({counter: getattr(Batch, counter) + 1})
-    )
+    counts = {counter: getattr(Batch, counter) + 1}
+    if counter == "completed":
+        for column, tokens in _tokens(response.get("body")).items():
+            counts[column] = getattr(Batch, column) + tokens
+    session.execute(update(Batch).where(Batch.id == batch_id).values(counts))
     return True
+
+
+def _tokens(completion: object) -> dict[str, int]:
+    """The token counts of a chat completion's usage, as the batch sums them."""
+    usage = completion.get("usage") if isinstance(completion, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    details = usage.get("prompt_tokens_details")
+    counts = {
+        "input_tokens": usage.get("prompt_tokens"),
+        "output_tokens": usage.get("completion_tokens"),
+        "cached_tokens": details.get("cached_tokens") if isinstance(details, dict) else None,
+    }
+    return {k: v for k, v in counts.items() if isinstance(v, int) and v > 0}
 
 
 def release(session: Session, holder: str) -> None:
@@ -278,12 +294,16 @@ def drop_unfinished(session: Session, batch_id: str, holder: str) -> None:
     )
 
 
-def results(session: Session, batch_id: str) -> Sequence[tuple[int, str, str, dict | None]]:
-    """(line, custom_id, state, result) of every line, in file order."""
+def results(
+    session: Session, batch_id: str, after: int = -1, limit: int | None = None
+) -> Sequence[tuple[int, str, str, dict | None]]:
+    """(line, custom_id, state, result) of the lines after line `after`, in file order; at
+    most `limit` of them (a page: a batch's results are read a page at a time)."""
     return session.execute(
         select(BatchLine.line, BatchLine.custom_id, BatchLine.state, BatchLine.result)
-        .where(BatchLine.batch_id == batch_id)
+        .where(BatchLine.batch_id == batch_id, BatchLine.line > after)
         .order_by(BatchLine.line)
+        .limit(limit)
     ).all()
 
 

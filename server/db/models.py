@@ -143,6 +143,10 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(default=0)
     completed: Mapped[int] = mapped_column(default=0)
     failed: Mapped[int] = mapped_column(default=0)
+    # Tokens of the answered lines (their chat completions' usage), summed as they finish.
+    input_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    cached_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     finalizer: Mapped[str | None] = mapped_column(String(40), default=None)
     finalizer_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
 

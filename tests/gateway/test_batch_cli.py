@@ -265,6 +265,9 @@ def test_submit_wait_download(gateway: Gateway, file_id: str, tmp_path: Path) ->
     assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
     for key in ("output_file_id", "error_file_id"):
         assert f"{key}: {batch[key]}" in done.stdout
+    assert batch["usage"]["output_tokens"] == 4  # the two answers' tokens
+    assert f"{batch['usage']['input_tokens']} in (" in done.stdout
+    assert "4 out" in done.stdout
     listed = run(gateway, "list")
     assert listed.returncode == 0 and batch_id in listed.stdout, listed.stdout
     assert listed.stdout.splitlines()[0].split()[:2] == ["ID", "STATUS"]

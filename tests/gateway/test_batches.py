@@ -82,6 +82,11 @@ def test_a_batch_answers_each_line_once_good_to_output_failures_to_errors(stack)
         assert item["response"]["request_id"]
         answer = item["response"]["body"]["choices"][0]["message"]["content"]
         assert item["custom_id"] in answer
+    # the batch's usage sums its answers' (a line answered after retries counted once)
+    usages = [x["response"]["body"]["usage"] for x in out]
+    assert batch["usage"]["input_tokens"] == sum(u["prompt_tokens"] for u in usages) > 0
+    assert batch["usage"]["output_tokens"] == sum(u["completion_tokens"] for u in usages) > 0
+    assert batch["usage"]["total_tokens"] == sum(u["total_tokens"] for u in usages)
     errors = {x["custom_id"]: x for x in file_lines(base, batch["error_file_id"], alice)}
     assert set(errors) == {"two-messages", "down"}
     refused = errors["two-messages"]["response"]

@@ -64,6 +64,12 @@ def test_a_line_run_twice_is_written_once(database: str) -> None:
     assert not db.call(store.finish_line, "batch_t", 1, second[0][3], o.DONE, result)
     assert db.call(store.get, "batch_t", None).completed == 1
     assert db.call(store.unfinished, "batch_t") == 1  # "b", still running
+    # the results read a page at a time (as a batch's files are written): each line once
+    pages, after = [], -1
+    while page := db.call(store.results, "batch_t", after, 1):
+        pages.append([row[1] for row in page])
+        after = page[-1][0]
+    assert pages == [["a"], ["b"]]
     db.close()
 
 

@@ -101,6 +101,10 @@ def test_a_batch_of_good_and_bad_lines_through_the_openai_client(
 
     output = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
     assert [x["custom_id"] for x in output] == ["summary", "tags", "text-only"]
+    usages = [x["response"]["body"]["usage"] for x in output]
+    assert batch.usage is not None
+    assert batch.usage.input_tokens == sum(u["prompt_tokens"] for u in usages)
+    assert batch.usage.output_tokens == sum(u["completion_tokens"] for u in usages)
     for item in output:
         assert item["error"] is None and item["response"]["status_code"] == 200
         body = item["response"]["body"]
