@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from .. import _load_stack as stk
-from ..load.cli import DEFAULT_MEDIA
+from ..load.cli import DEFAULT_MEDIA, concurrency_levels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "batch"
@@ -29,16 +29,6 @@ DESCRIPTION = (
 )
 
 
-def _levels(text: str) -> list[int]:
-    try:
-        levels = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
-    if not levels or levels[0] < 1:
-        raise argparse.ArgumentTypeError("concurrency levels are integers >= 1")
-    return levels
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.batch_bench",
@@ -50,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_levels,
+        type=concurrency_levels,
         default="1,2,4,8",
         help="the load client's levels (clients sending back to back)",
     )

@@ -9,6 +9,8 @@ import csv
 import json
 from pathlib import Path
 
+from .._plot import pyplot
+
 # The goals: the batch's lines/s against the load client's best requests/s (at
 # least), interactive p50 beside a batch against idle (at most).
 GOALS = {"batch_vs_best_load": 0.9, "interactive_p50_beside_vs_idle": 1.3}
@@ -222,12 +224,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(path: Path, report: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     if not report["load"] and not report["batches"]:
         return

@@ -24,7 +24,7 @@ DESCRIPTION = (
 )
 
 
-def _levels(text: str) -> list[int]:
+def concurrency_levels(text: str) -> list[int]:
     try:
         levels = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
@@ -169,7 +169,7 @@ def _load_options(load: argparse._ArgumentGroup) -> None:
     )
     load.add_argument(
         "--concurrency",
-        type=_levels,
+        type=concurrency_levels,
         default="1,2,4",
         help="comma list of concurrency levels (clients sending back to back)",
     )

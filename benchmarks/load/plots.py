@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._plot import pyplot
 from .paths import GATEWAY_PATHS, PATHS
 from .tables import STAGE_COLUMNS
 
@@ -23,12 +24,7 @@ Getter = Callable[[dict], Any]
 def write_plots(out: Path, report: dict) -> list[str] | None:
     """latency.png, throughput.png, overhead.png, stages.png; None when matplotlib is not
     importable."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # only checked here: each plot imports it itself
-    except ImportError:
+    if pyplot() is None:  # each plot imports matplotlib.pyplot itself
         return None
     levels = report["levels"]
     paths = [p for p in PATHS if any(s["path"] == p for s in levels)]

@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+from .._plot import pyplot
 from .paths import PATHS
 
 # The goals: the segmented request against (a) the segments asked one after
@@ -153,12 +154,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(path: Path, report: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     videos = report["videos"]
     if not videos:
