@@ -297,9 +297,10 @@ def test_steady_interactive_traffic_does_not_starve_a_batch(tmp_path: Path) -> N
                 assert time.monotonic() < deadline, "the batch starved"
                 chat = httpx.post(base + "/v1/chat/completions", json=live, timeout=30)
                 assert chat.status_code == 200, chat.text
-            # the batch finished beside the traffic, but waited its first second out
+            # the batch finished beside the traffic, but waited its first second out (the
+            # interactive request before it and those of that second came first)
             first_line = next(k for k, text in enumerate(echo.seen) if text != "live")
-            assert first_line >= 4, echo.seen
+            assert first_line >= 2, echo.seen
         finally:
             stop(proc)
 

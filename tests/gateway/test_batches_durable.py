@@ -6,6 +6,7 @@ answering for the batch. A stand-in engine that takes its time answers the lines
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def test_a_gateway_killed_mid_batch_resumes_it_exactly_once(database: str, tmp_p
             batch_id = create_batch(base, file_id.json()["id"])["id"]
             before = wait_completed(base, batch_id, 4, seconds=60)
             assert before["status"] == "in_progress", before
+            # kill it just after a line reached the engine: that line is in flight (0.4 s)
+            asked, deadline = len(echo.seen), time.monotonic() + 30
+            while len(echo.seen) == asked and time.monotonic() < deadline:
+                time.sleep(0.005)
         finally:
             first.kill()  # SIGKILL: no clean-up, its claims stay until they expire
             first.wait()
